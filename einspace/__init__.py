@@ -1,0 +1,1 @@
+"""einspace: neural architecture search over a probabilistic grammar of tensor operations."""

@@ -1,0 +1,149 @@
+"""Compile a derivation into a ``torch.nn.Module``.
+
+The walker annotates shapes first (so a tree that does not fit fails with the node's path before
+any module is built), then builds modules bottom-up.  Lowerings replace known patterns with fast
+kernels and keep parameter counts identical:
+
+* ``routing(im2col k s p, computation linearN, col2im)`` becomes ``nn.Conv2d(C, N, k, s, p)``;
+* the attention pattern ``softmax(Q Kᵀ · s) V`` (clone / linear / (scaled) dot product / softmax)
+  becomes ``scaled_dot_product_attention``;
+* ``branching(clone_tensor2, body, identity, add_tensors)`` becomes a residual ``x + body(x)``;
+* nested sequentials and routing modules flatten into one ``nn.Sequential`` without identities.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from einspace.blocks.computation import Linear
+from einspace.blocks.registry import Kind, get
+from einspace.blocks.routing import Im2Col
+
+from .analysis import Annotation, annotate
+from .derivation import Derivation
+from .heads import check_target, make_head
+from .modules import Attention, Branching, Network, Residual
+
+TRANSPOSE_LAST_TWO = {"permute21": 2, "permute132": 3}
+
+
+def build(derivation: Derivation, input_shape, num_classes: int | None = None,
+          output_shape=None, lower: bool = True) -> Network:
+    """The network for ``input_shape`` (no batch dim), with a classification head for
+    ``num_classes`` or a dense head for ``output_shape``, or no head when both are None."""
+    target = check_target(num_classes, output_shape)
+    annotation = annotate(derivation, input_shape)
+    backbone = Compiler(annotation, lower).module(derivation, ())
+    head = make_head(annotation.output_shape, num_classes, target)
+    return Network(backbone, head, derivation.text)
+
+
+class Compiler:
+    """Builds modules for one annotated derivation; ``lower=False`` keeps the literal ops."""
+
+    def __init__(self, annotation: Annotation, lower: bool = True):
+        self.annotation = annotation
+        self.lower = lower
+
+    def terminal(self, kind: Kind, path: tuple[int, ...]) -> nn.Module:
+        info = self.annotation[path]
+        return get(kind, info.node).build(info.input, info.context)
+
+    def module(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+        if self.lower:
+            for rule in (self._conv, self._attention, self._residual):
+                lowered = rule(node, path)
+                if lowered is not None:
+                    return lowered
+        label = node.label
+        if label == "computation":
+            return self.terminal(Kind.COMPUTATION, path + (0,))
+        if label == "sequential":
+            return _chain([self.module(node.children[0], path + (0,)),
+                           self.module(node.children[1], path + (1,))])
+        if label == "routing":
+            return _chain([self.terminal(Kind.PREROUTING, path + (0,)),
+                           self.module(node.children[1], path + (1,)),
+                           self.terminal(Kind.POSTROUTING, path + (2,))])
+        return self._branching(node, path)
+
+    def _branching(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+        children = node.children
+        splitter = get(Kind.BRANCHING, children[0])
+        inner_nodes = children[1:-1]
+        copies = splitter.branches // len(inner_nodes)
+        inners = [self.module(inner, path + (i,))
+                  for i, inner in enumerate(inner_nodes, start=1) for _ in range(copies)]
+        return Branching(self.terminal(Kind.BRANCHING, path + (0,)), inners,
+                         self.terminal(Kind.AGGREGATION, path + (len(children) - 1,)))
+
+    # -- lowerings: each returns None when its pattern does not match -------------------
+
+    def _conv(self, node: Derivation, path) -> nn.Module | None:
+        if node.label != "routing" or node.children[2] != "col2im":
+            return None
+        inner = node.children[1]
+        if inner.label != "computation":
+            return None
+        window = get(Kind.PREROUTING, node.children[0])
+        linear = get(Kind.COMPUTATION, inner.children[0])
+        if not isinstance(window, Im2Col) or not isinstance(linear, Linear):
+            return None
+        channels = self.annotation[path].input[0]
+        tokens = self.annotation[path + (1, 0)].input
+        return nn.Conv2d(channels, linear.out_features(tokens), window.kernel, window.stride,
+                         window.padding)
+
+    def _attention(self, node: Derivation, path) -> nn.Module | None:
+        if not _is_branch(node, "clone_tensor2", "dot_product"):
+            return None
+        scores, value = node.children[1], node.children[2]
+        if scores.label != "sequential" or scores.children[1].text != "(computation softmax)":
+            return None
+        logits = scores.children[0]
+        if not (_is_branch(logits, "clone_tensor2", "scaled_dot_product")
+                or _is_branch(logits, "clone_tensor2", "dot_product")):
+            return None
+        query, key_route = logits.children[1], logits.children[2]
+        if key_route.label != "routing" or key_route.children[0] != "identity":
+            return None
+        rank = TRANSPOSE_LAST_TWO.get(key_route.children[2])
+        if rank is None or len(self.annotation[path].input) != rank:
+            return None
+        logits_path = path + (1, 0)
+        q_shape = self.annotation[logits_path + (1,)].output
+        scale = 1.0 / math.sqrt(q_shape[-1]) if logits.children[3] == "scaled_dot_product" else 1.0
+        return Attention(self.module(query, logits_path + (1,)),
+                         self.module(key_route.children[1], logits_path + (2, 1)),
+                         self.module(value, path + (2,)), scale)
+
+    def _residual(self, node: Derivation, path) -> nn.Module | None:
+        if not _is_branch(node, "clone_tensor2", "add_tensors"):
+            return None
+        first, second = node.children[1], node.children[2]
+        identity = "(computation identity)"
+        if second.text == identity:
+            return Residual(self.module(first, path + (1,)), identity_first=False)
+        if first.text == identity:
+            return Residual(self.module(second, path + (2,)), identity_first=True)
+        return None
+
+
+def _is_branch(node, splitter: str, merge: str) -> bool:
+    return (isinstance(node, Derivation) and node.label == "branching"
+            and node.children[0] == splitter and node.children[-1] == merge
+            and len(node.children) == 4)
+
+
+def _chain(modules: list[nn.Module]) -> nn.Module:
+    flat: list[nn.Module] = []
+    for m in modules:
+        if isinstance(m, nn.Sequential):
+            flat.extend(m)
+        elif not isinstance(m, nn.Identity):
+            flat.append(m)
+    if not flat:
+        return nn.Identity()
+    return flat[0] if len(flat) == 1 else nn.Sequential(*flat)

@@ -1,0 +1,253 @@
+"""Shape-exact, budget-aware sampling of derivations from the grammar.
+
+Every choice is drawn only among options that fit: a terminal is eligible when its shape rule
+accepts the current input and its symbolic cost fits what is left of the budget; a production is
+eligible when the grammar's least depth and node count for it still fit.  A production whose
+subtree cannot be completed (for example no aggregation fits the two branch outputs) is removed at
+that node and the choice is drawn again, as in the reference.  Because every accepted terminal was
+checked, every sampled derivation compiles and runs; no tensor is created while sampling.
+Randomness comes only from the ``random.Random`` passed in, so a seed fixes the result.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields
+
+from einspace.blocks.registry import NO_CONTEXT, Context, Kind, Shape, get, numel
+
+from .analysis import Cost, check_input_shape
+from .derivation import Derivation
+from .errors import ConfigError, SamplingError
+from .grammar import Grammar, load_grammar
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits every sampled (and mutated, crossed-over) architecture respects, per sample."""
+
+    max_params: int = 25_000_000
+    max_flops: int = 20_000_000_000
+    max_activations: int = 30_000_000
+    max_nodes: int = 1_500
+    max_depth: int = 48
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"budget {f.name} must be a positive integer, got {value!r}")
+
+    def room(self) -> tuple[int, int, int, int]:
+        return (self.max_params, self.max_flops, self.max_activations, self.max_nodes)
+
+    def admits(self, cost: Cost, nodes: int, depth: int) -> str:
+        """'' when within budget, else which limit is broken."""
+        for name, value, limit in (("params", cost.params, self.max_params),
+                                   ("flops", cost.flops, self.max_flops),
+                                   ("activations", cost.activations, self.max_activations),
+                                   ("nodes", nodes, self.max_nodes),
+                                   ("depth", depth, self.max_depth)):
+            if value > limit:
+                return f"{name} {value:,} > max_{name} {limit:,}"
+        return ""
+
+
+_FAILED = None
+MAX_STEPS = 20_000
+
+
+class _OutOfSteps(Exception):
+    pass
+
+
+def _draw(rng: random.Random, weights: list[float]) -> int:
+    r = rng.random() * sum(weights)
+    for i, w in enumerate(weights):
+        r -= w
+        if r < 0:
+            return i
+    return len(weights) - 1
+
+
+class Sampler:
+    """Draws derivations for an input shape from a grammar within a budget."""
+
+    def __init__(self, grammar: Grammar | None = None, budget: Budget | None = None):
+        self.grammar = grammar or load_grammar()
+        self.budget = budget or Budget()
+        g = self.grammar
+        self._choices = {s: [(t, w) for t, w in opts] for s, opts in g.choices.items()}
+        self._categories = {
+            c: [(get(g.category_kind[c], n), n, w) for n, w in members]
+            for c, members in g.categories.items() if c in g.category_kind}
+        self._options = {label: [(o, get(g.category_kind[o.rhs[0]], o.terminal)
+                                  if o.terminal else None) for o in opts]
+                         for label, opts in g.options.items()}
+        self._steps = 0
+
+    # -- public entry points -------------------------------------------------------------
+
+    def sample(self, input_shape, rng: random.Random) -> Derivation:
+        """One derivation for ``input_shape`` (C,H,W or N,D; no batch dim)."""
+        shape = check_input_shape(input_shape)
+        for _ in range(20):
+            result = self.sample_module(self.grammar.start, shape, 0, self.budget.room(), rng)
+            if result is not _FAILED:
+                return result[0]
+        raise SamplingError(f"no architecture fits input {shape} within {self.budget}")
+
+    def sample_module(self, symbol: str, x: Shape, depth: int, room: tuple, rng: random.Random,
+                      exclude: str | None = None):
+        """(derivation, output shape, used) for slot ``symbol`` or None; ``used`` is
+        (params, flops, activations, nodes).  ``exclude`` bans one production at the top."""
+        self._steps = 0
+        try:
+            return self._choice(symbol, x, depth, room, rng, exclude)
+        except _OutOfSteps:
+            return _FAILED
+
+    def pick_terminal(self, members: list[tuple], x, ctx: Context, room: tuple,
+                      rng: random.Random):
+        """Draw among (terminal, name, weight) members that accept ``x`` and fit ``room``;
+        returns (name, output shape, (params, flops, activations)) or None."""
+        members = list(members)
+        while members:
+            i = _draw(rng, [m[2] for m in members])
+            terminal, name, _ = members.pop(i)
+            y = terminal.infer(x, ctx)
+            if y is None:
+                continue
+            p = terminal.params(x, ctx)
+            f = terminal.flops(x, ctx)
+            a = numel(y) if terminal.allocates else 0
+            if p <= room[0] and f <= room[1] and a <= room[2]:
+                return name, y, (p, f, a)
+        return None
+
+    # -- recursion -----------------------------------------------------------------------
+
+    def _choice(self, symbol, x, depth, room, rng, exclude=None):
+        g = self.grammar
+        self._steps += 1
+        if self._steps > MAX_STEPS:
+            raise _OutOfSteps
+        limit = self.budget.max_depth - depth
+        options = [(t, w) for t, w in self._choices[symbol]
+                   if t != exclude and g.min_depth[t] <= limit and g.min_nodes[t] <= room[3]]
+        while options:
+            i = _draw(rng, [w for _, w in options])
+            target, _ = options.pop(i)
+            if target in self._choices:
+                result = self._choice(target, x, depth, room, rng)
+            else:
+                result = self._production(target, x, depth, room, rng)
+            if result is not _FAILED:
+                return result
+        return _FAILED
+
+    def _production(self, label, x, depth, room, rng):
+        if label == "computation":
+            return self._computation(x, room, rng)
+        if label == "sequential":
+            return self._sequential(x, depth, room, rng)
+        if label == "routing":
+            return self._routing(x, depth, room, rng)
+        return self._branching(x, depth, room, rng)
+
+    def _pick_option(self, label, x, room, rng):
+        options = [o for o in self._options[label] if self.grammar.min_nodes_of(o[0]) <= room[3]]
+        while options:
+            i = _draw(rng, [o.weight for o, _ in options])
+            option, terminal = options.pop(i)
+            yield option, terminal
+
+    def _computation(self, x, room, rng):
+        members = [(t, o.terminal, o.weight) for o, t in self._options["computation"]]
+        picked = self.pick_terminal(members, x, NO_CONTEXT, room, rng)
+        if picked is None or room[3] < 2:
+            return _FAILED
+        name, y, (p, f, a) = picked
+        return Derivation("computation", (name,)), y, (p, f, a, 2)
+
+    def _sequential(self, x, depth, room, rng):
+        for option, _ in self._pick_option("sequential", x, room, rng):
+            s1, s2 = option.rhs
+            reserve = self.grammar.min_nodes[s2] + 1
+            first = self._choice(s1, x, depth + 1, room[:3] + (room[3] - reserve,), rng)
+            if first is _FAILED:
+                continue
+            d1, y1, u1 = first
+            rest = (room[0] - u1[0], room[1] - u1[1], room[2] - u1[2], room[3] - 1 - u1[3])
+            second = self._choice(s2, y1, depth + 1, rest, rng)
+            if second is _FAILED:
+                continue
+            d2, y2, u2 = second
+            used = (u1[0] + u2[0], u1[1] + u2[1], u1[2] + u2[2], 1 + u1[3] + u2[3])
+            return Derivation("sequential", (d1, d2)), y2, used
+        return _FAILED
+
+    def _routing(self, x, depth, room, rng):
+        members = [(t, o.terminal, o.weight) for o, t in self._options["routing"]]
+        pre = self.pick_terminal(members, x, NO_CONTEXT, room, rng)
+        if pre is None:
+            return _FAILED
+        pre_name, inner_in, (p, f, a) = pre
+        option = next(o for o, _ in self._options["routing"] if o.terminal == pre_name)
+        _, inner_symbol, post_category = option.rhs
+        inner_room = (room[0] - p, room[1] - f, room[2] - a, room[3] - 3)
+        inner = self._choice(inner_symbol, inner_in, depth + 1, inner_room, rng)
+        if inner is _FAILED:
+            return _FAILED
+        d_inner, inner_out, u = inner
+        post_room = (inner_room[0] - u[0], inner_room[1] - u[1], inner_room[2] - u[2], 1)
+        ctx = Context(grid=get(Kind.PREROUTING, pre_name).grid(x))
+        post = self.pick_terminal(self._categories[post_category], inner_out, ctx, post_room, rng)
+        if post is None:
+            return _FAILED
+        post_name, y, (p2, f2, a2) = post
+        used = (p + u[0] + p2, f + u[1] + f2, a + u[2] + a2, 3 + u[3])
+        return Derivation("routing", (pre_name, d_inner, post_name)), y, used
+
+    def _branching(self, x, depth, room, rng):
+        for option, splitter in self._pick_option("branching", x, room, rng):
+            part = splitter.infer(x, NO_CONTEXT)
+            if part is None:
+                continue
+            return self._branches(option, splitter, part, depth, room, rng)
+        return _FAILED
+
+    def _branches(self, option, splitter, part, depth, room, rng):
+        inner_symbols = option.rhs[1:-1]
+        copies = splitter.branches // len(inner_symbols)
+        nodes_left = room[3] - 3  # this node, the branching and the aggregation terminal
+        reserve = sum(self.grammar.min_nodes[s] for s in inner_symbols)
+        # Keep room for the merge: a concatenation of untouched parts needs k times the part,
+        # and halving what the inner modules may allocate leaves room to merge what they made.
+        # Checking this before sampling the inner modules keeps failures cheap.
+        merge = splitter.branches * numel(part)
+        if merge > room[2]:
+            return _FAILED
+        share = (room[2] - merge) // (2 * splitter.branches)
+        inners, outs = [], []
+        used = [0, 0, 0, 0]
+        for symbol in inner_symbols:
+            reserve -= self.grammar.min_nodes[symbol]
+            inner_room = ((room[0] - used[0]) // copies, (room[1] - used[1]) // copies,
+                          share, nodes_left - used[3] - reserve)
+            result = self._choice(symbol, part, depth + 1, inner_room, rng)
+            if result is _FAILED:
+                return _FAILED
+            d, y, u = result
+            inners.append(d)
+            outs += [y] * copies
+            used = [used[0] + u[0] * copies, used[1] + u[1] * copies,
+                    used[2] + u[2] * copies, used[3] + u[3]]
+        agg_room = (room[0] - used[0], room[1] - used[1], room[2] - used[2])
+        agg = self.pick_terminal(self._categories[option.rhs[-1]], tuple(outs), NO_CONTEXT,
+                                 agg_room, rng)
+        if agg is None:
+            return _FAILED
+        agg_name, y, (p, f, a) = agg
+        node = Derivation("branching", (option.terminal, *inners, agg_name))
+        return node, y, (used[0] + p, used[1] + f, used[2] + a, used[3] + 3)

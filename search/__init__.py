@@ -1,0 +1,1 @@
+"""einspace.search: search strategies, Ray Tune execution and the trial store."""

@@ -1,0 +1,1 @@
+"""einspace.tasks: Unseen-NAS-style tasks, the Unseen-NAS file format and training recipes."""
