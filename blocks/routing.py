@@ -104,7 +104,8 @@ class Im2Col(Terminal):
         return conv_grid(h, k, s, p), conv_grid(w, k, s, p)
 
     def infer(self, x: Shape, ctx: Context) -> Shape | None:
-        if len(x) != 3 or x[1] < self.kernel or x[2] < self.kernel:
+        pad = 2 * self.padding
+        if len(x) != 3 or x[1] + pad < self.kernel or x[2] + pad < self.kernel:
             return None
         gh, gw = self.grid(x)
         return (gh * gw, x[0] * self.kernel * self.kernel)
@@ -113,7 +114,8 @@ class Im2Col(Terminal):
         return Im2ColModule(self.kernel, self.stride, self.padding)
 
     def refusal(self, x: Shape, ctx: Context) -> str:
-        return f"the image is smaller than the {self.kernel}x{self.kernel} window"
+        return (f"the image (padded by {self.padding}) is smaller than the "
+                f"{self.kernel}x{self.kernel} window")
 
     def hyperparameters(self) -> dict:
         return {"kernel": self.kernel, "stride": self.stride, "padding": self.padding}

@@ -105,7 +105,7 @@ def _pretty(node: Child, level: int, indent: int) -> str:
     pad = " " * (level * indent)
     if isinstance(node, str):
         return pad + node
-    if node.size <= 4:
+    if len(pad) + len(node.text) <= 72:
         return pad + node.text
     inner = "\n".join(_pretty(c, level + 1, indent) for c in node.children)
     return f"{pad}({node.label}\n{inner})"

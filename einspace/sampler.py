@@ -28,7 +28,7 @@ class Budget:
 
     max_params: int = 25_000_000
     max_flops: int = 20_000_000_000
-    max_activations: int = 30_000_000
+    max_activations: int = 50_000_000
     max_nodes: int = 1_500
     max_depth: int = 48
 

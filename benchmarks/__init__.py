@@ -1,0 +1,1 @@
+"""Benchmark scripts (run as python -m benchmarks.NAME); they print figures, they assert nothing."""

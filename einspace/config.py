@@ -1,0 +1,88 @@
+"""YAML configuration of the search space: grammar file and overrides, and sampling budgets.
+
+```yaml
+grammar:
+  file: my_grammar.pcfg          # optional; the shipped einspace grammar otherwise
+  probabilities:                 # nonterminal -> {alternative: probability}
+    module: {computation: 0.4}
+  disable: [softmax]             # terminals removed everywhere
+  add: {compute: [linear_x4]}    # registered terminals added to a category
+budget:
+  max_params: 10000000
+  max_flops: 2000000000
+  max_activations: 20000000
+  max_nodes: 1000
+  max_depth: 40
+```
+Unknown keys are errors that name the key and list the valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .grammar import Grammar, load_grammar
+from .sampler import Budget, Sampler
+
+SECTIONS = {"grammar": {"file", "probabilities", "disable", "add"},
+            "budget": {f.name for f in fields(Budget)}}
+
+
+@dataclass
+class SpaceConfig:
+    """The resolved search-space part of a config."""
+
+    grammar: Grammar = field(default_factory=load_grammar)
+    budget: Budget = field(default_factory=Budget)
+
+    def sampler(self) -> Sampler:
+        return Sampler(self.grammar, self.budget)
+
+
+def read_yaml(path: str | Path) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {str(file)!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    return data
+
+
+def space_config(data: dict | None = None, base_dir: Path | None = None) -> SpaceConfig:
+    """Validate the ``grammar`` and ``budget`` sections of a parsed config."""
+    data = data or {}
+    for section, keys in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; valid sections: "
+                              f"{', '.join(sorted(SECTIONS))}")
+        if not isinstance(keys, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+        for key in keys:
+            if key not in SECTIONS[section]:
+                raise ConfigError(f"unknown key {section}.{key}; valid keys: "
+                                  f"{', '.join(sorted(SECTIONS[section]))}")
+    grammar_cfg = dict(data.get("grammar", {}))
+    file = grammar_cfg.pop("file", None)
+    if file is not None and base_dir is not None and not Path(file).is_absolute():
+        file = base_dir / file
+    disable = grammar_cfg.get("disable", [])
+    if not isinstance(disable, list):
+        raise ConfigError("grammar.disable must be a list of terminal names")
+    grammar = load_grammar(file, probabilities=grammar_cfg.get("probabilities"),
+                           disable=disable, add=grammar_cfg.get("add"))
+    return SpaceConfig(grammar, Budget(**data.get("budget", {})))
+
+
+def load_space_config(path: str | Path | None) -> SpaceConfig:
+    """The search-space config from a YAML file (defaults when ``path`` is None)."""
+    if path is None:
+        return SpaceConfig()
+    return space_config(read_yaml(path), Path(path).parent)

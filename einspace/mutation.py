@@ -1,0 +1,133 @@
+"""Mutation and crossover of derivations; children are valid by construction and within budget.
+
+Mutation picks one node uniformly (modules and terminals alike, inside repeated branches too, where
+the change reaches every copy because the copies share one subtree) and re-samples it at its slot
+with the node's own input shape, excluding its current symbol so the child differs.  A terminal
+swap keeps the rest of the tree; a changed branching arity keeps one or duplicates the inner module
+and re-picks the aggregation if the old one no longer fits.  Downstream nodes are re-annotated
+(linears re-size); a proposal that breaks a later node or the budget is dropped and another node
+is tried, so the returned child always compiles.
+
+Crossover replaces a subtree of one parent by a subtree of the other that maps the same input shape
+to the same output shape, so nothing downstream changes shape.
+"""
+
+from __future__ import annotations
+
+import random
+
+from einspace.blocks.registry import Kind, get
+
+from . import structure
+from .analysis import Annotation, NodeInfo, annotate
+from .derivation import Derivation
+from .errors import SamplingError, ShapeError
+from .sampler import Sampler
+
+MAX_ATTEMPTS = 200
+
+
+def mutate(derivation: Derivation, input_shape, rng: random.Random,
+           sampler: Sampler | None = None) -> Derivation:
+    """A child differing from ``derivation`` in one re-sampled node."""
+    sampler = sampler or Sampler()
+    parent = annotate(derivation, input_shape)
+    sites = sorted(parent.nodes)
+    for _ in range(MAX_ATTEMPTS):
+        info = parent.nodes[rng.choice(sites)]
+        child = _propose(derivation, parent, info, sampler, rng)
+        if child is not None and child != derivation and _admissible(child, parent, sampler):
+            return child
+    raise SamplingError(f"no valid mutation found in {MAX_ATTEMPTS} attempts")
+
+
+def crossover(a: Derivation, b: Derivation, input_shape, rng: random.Random,
+              sampler: Sampler | None = None) -> Derivation:
+    """``a`` with one module subtree replaced by a different subtree of ``b`` that has the same
+    input and output shapes."""
+    sampler = sampler or Sampler()
+    ann_a, ann_b = annotate(a, input_shape), annotate(b, input_shape)
+    donors: dict[tuple, dict[str, Derivation]] = {}
+    for info in ann_b.nodes.values():
+        if info.slot == structure.MODULE and info.path:
+            donors.setdefault((info.input, info.output), {})[info.node.text] = info.node
+    sites = [info for _, info in sorted(ann_a.nodes.items())
+             if info.slot == structure.MODULE and info.path
+             and any(text != info.node.text
+                     for text in donors.get((info.input, info.output), {}))]
+    if not sites:
+        raise SamplingError("crossover: the parents share no subtrees with the same input and "
+                            "output shapes")
+    for _ in range(MAX_ATTEMPTS):
+        site = rng.choice(sites)
+        options = [d for t, d in sorted(donors[(site.input, site.output)].items())
+                   if t != site.node.text]
+        child = a.replace(site.path, rng.choice(options))
+        if _admissible(child, ann_a, sampler):
+            return child
+    raise SamplingError(f"crossover: no child within the budget in {MAX_ATTEMPTS} attempts")
+
+
+def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool:
+    try:
+        annotation = annotate(child, parent.input_shape)
+    except ShapeError:
+        return False
+    return not sampler.budget.admits(annotation.cost, child.size, child.depth)
+
+
+def _room(parent: Annotation, info: NodeInfo, old_nodes: int, budget) -> tuple:
+    """What a replacement of ``info``'s subtree may use, per copy, so the whole stays in budget."""
+    total, r = parent.cost, info.repeat
+    return ((budget.max_params - total.params + r * info.cost.params) // r,
+            (budget.max_flops - total.flops + r * info.cost.flops) // r,
+            (budget.max_activations - total.activations + r * info.cost.activations) // r,
+            budget.max_nodes - parent.derivation.size + old_nodes)
+
+
+def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, rng):
+    node = info.node
+    if isinstance(node, Derivation):
+        symbol = sampler.grammar.start if not info.path else sampler.grammar.module
+        room = _room(parent, info, node.size, sampler.budget)
+        result = sampler.sample_module(symbol, info.input, info.depth, room, rng,
+                                       exclude=node.label)
+        return None if result is None else derivation.replace(info.path, result[0])
+    if info.slot == Kind.BRANCHING:
+        return _swap_splitter(derivation, parent, info, sampler, rng)
+    members = [(get(info.slot, n), n, w) for n, w in sampler.grammar.terminals_of(info.slot)
+               if n != node]
+    picked = sampler.pick_terminal(members, info.input, info.context,
+                                   _room(parent, info, 1, sampler.budget), rng)
+    return None if picked is None else derivation.replace(info.path, picked[0])
+
+
+def _swap_splitter(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, rng):
+    """Change a branching terminal; adapt the inner modules to its arity and the aggregation to
+    the new branch count."""
+    branch_path = info.path[:-1]
+    branch = derivation.get(branch_path)
+    members = [(get(Kind.BRANCHING, n), n, w)
+               for n, w in sampler.grammar.terminals_of(Kind.BRANCHING) if n != info.node]
+    picked = sampler.pick_terminal(members, info.input, info.context,
+                                   _room(parent, info, 1, sampler.budget), rng)
+    if picked is None:
+        return None
+    name = picked[0]
+    inners = list(branch.children[1:-1])
+    wanted = get(Kind.BRANCHING, name).inner_modules
+    if wanted < len(inners):
+        inners = [rng.choice(inners)]
+    elif wanted > len(inners):
+        inners = inners * wanted
+    merges = [branch.children[-1]] + [
+        n for n, _ in sampler.grammar.terminals_of(Kind.AGGREGATION) if n != branch.children[-1]]
+    branch_input = parent.nodes[branch_path].input
+    for merge in merges:
+        candidate = Derivation("branching", (name, *inners, merge))
+        try:
+            annotate(candidate, branch_input)
+        except ShapeError:
+            continue
+        return derivation.replace(branch_path, candidate)
+    return None
