@@ -29,8 +29,8 @@ def load_seed(name: str) -> Derivation:
     file = _files().joinpath(f"{name}.arch")
     if not file.is_file():
         raise EinspaceError(f"unknown seed {name!r}; shipped seeds: {', '.join(seed_names())}")
-    return parse(_strip_comments(file.read_text()))
+    return parse(strip_comments(file.read_text()))
 
 
-def _strip_comments(text: str) -> str:
+def strip_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())

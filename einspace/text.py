@@ -38,7 +38,7 @@ def parse(text: str) -> Derivation:
 
 
 def _check_brackets(text: str) -> None:
-    depth = 0
+    depth, end = 0, None
     for i, ch in enumerate(text):
         if ch == "(":
             depth += 1
@@ -46,12 +46,13 @@ def _check_brackets(text: str) -> None:
             depth -= 1
             if depth < 0:
                 raise ParseError(f"unbalanced ')' at character {i}: {_excerpt(text, i)}")
-        if depth == 0 and i < len(text) - 1 and text[i + 1:].strip():
-            if ch == ")":
-                raise ParseError(f"text continues after the architecture ends at character {i}: "
-                                 f"{_excerpt(text, i + 1)}")
+            if depth == 0 and end is None:
+                end = i
     if depth > 0:
         raise ParseError(f"{depth} unclosed '(' at the end of the text")
+    if end is not None and text[end + 1:].strip():
+        raise ParseError(f"text continues after the architecture ends at character {end}: "
+                         f"{_excerpt(text, end + 1)}")
 
 
 def _excerpt(text: str, i: int) -> str:

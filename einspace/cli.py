@@ -1,0 +1,183 @@
+"""The ``einspace`` command: sample, inspect, seeds, grammar.
+
+Every input error (bad architecture text, impossible shape, unknown seed, bad config, bad
+arguments) ends with a one-line ``einspace: error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+from .analysis import annotate
+from .config import load_space_config
+from .errors import EinspaceError
+from .heads import head_cost
+from .inspect import dataflow_graph, human, render_tree, shape_str, summary, write_graph
+from .seeds import strip_comments, load_seed, seed_names
+from .text import parse
+
+
+class UsageError(EinspaceError):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28)."""
+    parts = text.replace("x", ",").replace("×", ",").split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shape; write C,H,W (e.g. 3,28,28) or N,D") from None
+    if len(dims) not in (2, 3) or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a shape is C,H,W or N,D with positive sizes (no batch dim)")
+    return dims
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def load_arch(spec: str):
+    """Derivation text, a file holding it, or a shipped seed's name."""
+    if spec.lstrip().startswith("("):
+        return parse(spec)
+    path = Path(spec)
+    if path.is_file():
+        try:
+            return parse(strip_comments(path.read_text()))
+        except EinspaceError as e:
+            raise EinspaceError(f"{path}: {e}") from None
+    if spec in seed_names():
+        return load_seed(spec)
+    raise EinspaceError(f"{spec!r} is neither architecture text, an existing file, nor a seed "
+                        f"name ({', '.join(seed_names())})")
+
+
+def cmd_sample(args) -> None:
+    space = load_space_config(args.config)
+    sampler = space.sampler()
+    for i in range(args.n):
+        seed = args.seed + i
+        derivation = sampler.sample(args.input_shape, random.Random(seed))
+        info = _describe(annotate(derivation, args.input_shape), args.num_classes)
+        info["seed"] = seed
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(f"# seed {seed}  hash {info['hash']}  params {human(info['params'])}  "
+                  f"FLOPs {human(info['flops'])}  output {shape_str(tuple(info['output_shape']))}"
+                  f"  nodes {info['nodes']}  depth {info['depth']}")
+            print(info["arch"])
+
+
+def _describe(annotation, num_classes: int | None) -> dict:
+    info = summary(annotation)
+    if num_classes:
+        head = head_cost(annotation.output_shape, num_classes, None)
+        info.update(params=info["params"] + head.params, flops=info["flops"] + head.flops,
+                    num_classes=num_classes)
+    return info
+
+
+def cmd_inspect(args) -> None:
+    derivation = load_arch(args.arch)
+    annotation = annotate(derivation, args.input_shape)
+    info = _describe(annotation, args.num_classes)
+    if args.graph:
+        try:
+            write_graph(dataflow_graph(annotation), args.graph)
+        except OSError as e:
+            raise EinspaceError(f"cannot write graph {args.graph}: {e.strerror}") from None
+        info["graph"] = str(args.graph)
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(render_tree(annotation))
+    print(f"\nhash {info['hash']}  params {info['params']:,}  FLOPs {info['flops']:,}  "
+          f"activations {info['activations']:,}  nodes {info['nodes']}  depth {info['depth']}"
+          f"  output {shape_str(annotation.output_shape)} ({info['output_mode']})")
+    if args.graph:
+        print(f"data-flow graph written to {args.graph}")
+
+
+def cmd_seeds(args) -> None:
+    for name in seed_names():
+        derivation = load_seed(name)
+        if args.json:
+            print(json.dumps({"name": name, "hash": derivation.hash, "nodes": derivation.size,
+                              "arch": derivation.text}))
+        else:
+            print(f"{name:12s} {derivation.hash}  {derivation.size} nodes")
+
+
+def cmd_grammar(args) -> None:
+    print(load_space_config(args.config).grammar.to_text(), end="")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="einspace", description="Neural architecture search over the "
+                     "einspace grammar.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("sample", help="draw architectures from the grammar")
+    p.add_argument("--input-shape", type=input_shape, required=True, help="C,H,W or N,D")
+    p.add_argument("-n", type=positive_int, default=1, help="how many (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first; the i-th uses seed+i")
+    p.add_argument("--num-classes", type=positive_int, help="count a classification head too")
+    p.add_argument("--config", help="YAML config with grammar/budget sections")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("inspect", help="show an architecture's shapes, costs and graph")
+    p.add_argument("arch", help="derivation text, a file holding it, or a seed name")
+    p.add_argument("--input-shape", type=input_shape, required=True, help="C,H,W or N,D")
+    p.add_argument("--num-classes", type=positive_int, help="count a classification head too")
+    p.add_argument("--graph", help="write the data-flow graph (.png, .dot or .graphml)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("seeds", help="list the shipped seed architectures")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=cmd_seeds)
+
+    p = sub.add_parser("grammar", help="print the active grammar (after config overrides)")
+    p.add_argument("--config", help="YAML config with a grammar section")
+    p.set_defaults(run=cmd_grammar)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            raise UsageError("a command is required (sample, inspect, seeds, grammar); "
+                             "see einspace --help")
+        args.run(args)
+    except EinspaceError as e:
+        print(f"einspace: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
