@@ -61,6 +61,12 @@ class _OutOfSteps(Exception):
     pass
 
 
+def _by_mode(members: list[tuple]) -> dict[int, list[tuple]]:
+    """Members split by the rank of the shapes they accept (3: im mode, 2: col mode)."""
+    return {rank: [m for m in members if mode in m[0].modes]
+            for rank, mode in ((3, "im"), (2, "col"))}
+
+
 def _draw(rng: random.Random, weights: list[float]) -> int:
     r = rng.random() * sum(weights)
     for i, w in enumerate(weights):
@@ -77,13 +83,18 @@ class Sampler:
         self.grammar = grammar or load_grammar()
         self.budget = budget or Budget()
         g = self.grammar
-        self._choices = {s: [(t, w) for t, w in opts] for s, opts in g.choices.items()}
-        self._categories = {
-            c: [(get(g.category_kind[c], n), n, w) for n, w in members]
-            for c, members in g.categories.items() if c in g.category_kind}
+        # Tables built once so the recursion only filters and draws.
+        self._choices = {s: [(t, w, g.min_depth[t], g.min_nodes[t]) for t, w in opts]
+                         for s, opts in g.choices.items()}
+        self._categories = {c: _by_mode([(get(g.category_kind[c], n), n, w) for n, w in members])
+                            for c, members in g.categories.items() if c in g.category_kind}
         self._options = {label: [(o, get(g.category_kind[o.rhs[0]], o.terminal)
-                                  if o.terminal else None) for o in opts]
+                                  if o.terminal else None, g.min_nodes_of(o)) for o in opts]
                          for label, opts in g.options.items()}
+        self._terminal_options = {
+            label: (_by_mode([(t, o.terminal, o.weight) for o, t, _ in opts]),
+                    {o.terminal: o for o, _, _ in opts})
+            for label, opts in self._options.items() if label in ("computation", "routing")}
         self._steps = 0
 
     # -- public entry points -------------------------------------------------------------
@@ -128,50 +139,49 @@ class Sampler:
     # -- recursion -----------------------------------------------------------------------
 
     def _choice(self, symbol, x, depth, room, rng, exclude=None):
-        g = self.grammar
         self._steps += 1
         if self._steps > MAX_STEPS:
             raise _OutOfSteps
         limit = self.budget.max_depth - depth
-        options = [(t, w) for t, w in self._choices[symbol]
-                   if t != exclude and g.min_depth[t] <= limit and g.min_nodes[t] <= room[3]]
+        nodes = room[3]
+        options = [(t, w) for t, w, d, n in self._choices[symbol]
+                   if d <= limit and n <= nodes and t != exclude]
         while options:
-            i = _draw(rng, [w for _, w in options])
+            i = _draw(rng, [w for _, w in options]) if len(options) > 1 else 0
             target, _ = options.pop(i)
             if target in self._choices:
                 result = self._choice(target, x, depth, room, rng)
+            elif target == "computation":
+                result = self._computation(x, room, rng)
+            elif target == "sequential":
+                result = self._sequential(x, depth, room, rng)
+            elif target == "routing":
+                result = self._routing(x, depth, room, rng)
             else:
-                result = self._production(target, x, depth, room, rng)
+                result = self._branching(x, depth, room, rng)
             if result is not _FAILED:
                 return result
         return _FAILED
 
-    def _production(self, label, x, depth, room, rng):
-        if label == "computation":
-            return self._computation(x, room, rng)
-        if label == "sequential":
-            return self._sequential(x, depth, room, rng)
-        if label == "routing":
-            return self._routing(x, depth, room, rng)
-        return self._branching(x, depth, room, rng)
-
-    def _pick_option(self, label, x, room, rng):
-        options = [o for o in self._options[label] if self.grammar.min_nodes_of(o[0]) <= room[3]]
+    def _pick_option(self, label, room, rng):
+        """Yield (option, first terminal) in random order among those that fit the nodes left."""
+        options = [(o, t) for o, t, n in self._options[label] if n <= room[3]]
         while options:
-            i = _draw(rng, [o.weight for o, _ in options])
-            option, terminal = options.pop(i)
-            yield option, terminal
+            i = _draw(rng, [o.weight for o, _ in options]) if len(options) > 1 else 0
+            yield options.pop(i)
 
     def _computation(self, x, room, rng):
-        members = [(t, o.terminal, o.weight) for o, t in self._options["computation"]]
-        picked = self.pick_terminal(members, x, NO_CONTEXT, room, rng)
-        if picked is None or room[3] < 2:
+        if room[3] < 2:
+            return _FAILED
+        picked = self.pick_terminal(self._terminal_options["computation"][0][len(x)], x,
+                                    NO_CONTEXT, room, rng)
+        if picked is None:
             return _FAILED
         name, y, (p, f, a) = picked
         return Derivation("computation", (name,)), y, (p, f, a, 2)
 
     def _sequential(self, x, depth, room, rng):
-        for option, _ in self._pick_option("sequential", x, room, rng):
+        for option, _ in self._pick_option("sequential", room, rng):
             s1, s2 = option.rhs
             reserve = self.grammar.min_nodes[s2] + 1
             first = self._choice(s1, x, depth + 1, room[:3] + (room[3] - reserve,), rng)
@@ -188,21 +198,22 @@ class Sampler:
         return _FAILED
 
     def _routing(self, x, depth, room, rng):
-        members = [(t, o.terminal, o.weight) for o, t in self._options["routing"]]
-        pre = self.pick_terminal(members, x, NO_CONTEXT, room, rng)
+        members, by_name = self._terminal_options["routing"]
+        pre = self.pick_terminal(members[len(x)], x, NO_CONTEXT, room, rng)
         if pre is None:
             return _FAILED
         pre_name, inner_in, (p, f, a) = pre
-        option = next(o for o, _ in self._options["routing"] if o.terminal == pre_name)
-        _, inner_symbol, post_category = option.rhs
+        _, inner_symbol, post_category = by_name[pre_name].rhs
         inner_room = (room[0] - p, room[1] - f, room[2] - a, room[3] - 3)
         inner = self._choice(inner_symbol, inner_in, depth + 1, inner_room, rng)
         if inner is _FAILED:
             return _FAILED
         d_inner, inner_out, u = inner
         post_room = (inner_room[0] - u[0], inner_room[1] - u[1], inner_room[2] - u[2], 1)
-        ctx = Context(grid=get(Kind.PREROUTING, pre_name).grid(x))
-        post = self.pick_terminal(self._categories[post_category], inner_out, ctx, post_room, rng)
+        grid = get(Kind.PREROUTING, pre_name).grid(x)
+        ctx = NO_CONTEXT if grid is None else Context(grid=grid)
+        post = self.pick_terminal(self._categories[post_category][len(inner_out)], inner_out, ctx,
+                                  post_room, rng)
         if post is None:
             return _FAILED
         post_name, y, (p2, f2, a2) = post
@@ -210,7 +221,7 @@ class Sampler:
         return Derivation("routing", (pre_name, d_inner, post_name)), y, used
 
     def _branching(self, x, depth, room, rng):
-        for option, splitter in self._pick_option("branching", x, room, rng):
+        for option, splitter in self._pick_option("branching", room, rng):
             part = splitter.infer(x, NO_CONTEXT)
             if part is None:
                 continue
@@ -244,8 +255,8 @@ class Sampler:
             used = [used[0] + u[0] * copies, used[1] + u[1] * copies,
                     used[2] + u[2] * copies, used[3] + u[3]]
         agg_room = (room[0] - used[0], room[1] - used[1], room[2] - used[2])
-        agg = self.pick_terminal(self._categories[option.rhs[-1]], tuple(outs), NO_CONTEXT,
-                                 agg_room, rng)
+        agg = self.pick_terminal(self._categories[option.rhs[-1]][len(outs[0])], tuple(outs),
+                                 NO_CONTEXT, agg_room, rng)
         if agg is None:
             return _FAILED
         agg_name, y, (p, f, a) = agg
