@@ -50,7 +50,7 @@ def quantile(values, q: float):
 
 
 def stats(values) -> str:
-    return (f"median {statistics.median(values):,} / p90 {quantile(values, 0.9):,} / "
+    return (f"median {statistics.median_low(values):,} / p90 {quantile(values, 0.9):,} / "
             f"max {max(values):,}")
 
 
@@ -119,7 +119,9 @@ def bench_shape(shape, args, sampler: einspace.Sampler) -> None:
     print(f"  nodes per tree:  {stats([d.size for d in samples])}")
     print(f"  depth:           {stats([d.depth for d in samples])}")
     params = [einspace.count(d, shape, num_classes=NUM_CLASSES).params for d in samples]
-    print(f"  params (10-class head): {stats(params)}")
+    over = sum(p > sampler.budget.max_params for p in params)
+    print(f"  params (10-class head): {stats(params)}; {over} samples exceed max_params "
+          f"with the head (the budget covers the backbone only)")
 
     checked, valid, failures = validate(samples, shape, args.validate, args.validate_seconds)
     valid_rate = valid / checked if checked else float("nan")
@@ -129,8 +131,9 @@ def bench_shape(shape, args, sampler: einspace.Sampler) -> None:
         print(f"    INVALID {f}")
     reference = REFERENCE_SAMPLES_PER_S.get(shape)
     if reference:
-        print(f"  vs reference {reference} completed archs/s: {rate * valid_rate / reference:,.0f}x "
-              f"(valid samples/s: {rate * valid_rate:.1f})")
+        valid_per_s = rate * valid_rate
+        print(f"  vs reference {reference} completed archs/s: {valid_per_s / reference:,.0f}x "
+              f"(valid samples/s: {valid_per_s:.1f})")
 
     # -- mutation of random samples (the parents are drawn outside the timed region) --------
     mrng = random.Random(args.seed + 1)

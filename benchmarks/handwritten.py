@@ -147,7 +147,9 @@ class PatchEmbedding(nn.Module):
         nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2) + self.pos
+        # contiguous: otherwise the (B, dim, N) memory layout of the conv output propagates
+        # through the residual stream and every later Linear copies its input first
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous() + self.pos
 
 
 # -- Vision Transformer (4 layers, post-norm) -----------------------------------------------

@@ -46,7 +46,8 @@ class CatModule(nn.Module):
 
 
 class DotProduct(Terminal):
-    """``a @ b`` over the last two dims: (N, D) @ (D, M) in col mode, (C, H, W) @ (C, W, M) in im."""
+    """``a @ b`` over the last two dims: (N, D) @ (D, M) in col mode, (C, H, W) @ (C, W, M) in
+    im mode."""
 
     kind = Kind.AGGREGATION
 

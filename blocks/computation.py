@@ -8,7 +8,6 @@ grammar but let seeds such as the MLP-Mixer's token-mixing MLP adapt to any inpu
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
@@ -30,17 +29,21 @@ class PositionalEncodingModule(nn.Module):
         return x + self.embedding
 
 
-class Identity(Terminal):
+class ShapePreserving(Terminal):
+    """A parameter-free operation that keeps the shape (identity, activations, softmax)."""
+
     kind = Kind.COMPUTATION
-    name = "identity"
-    allocates = False
-    description = "no-op"
+
+    def __init__(self, name: str, module: type[nn.Module], description: str,
+                 allocates: bool = True):
+        self.name, self.module, self.description = name, module, description
+        self.allocates = allocates
 
     def infer(self, x: Shape, ctx: Context) -> Shape:
         return x
 
     def build(self, x: Shape, ctx: Context) -> nn.Module:
-        return nn.Identity()
+        return self.module()
 
 
 class Linear(Terminal):
@@ -89,30 +92,6 @@ class Norm(Terminal):
         return nn.BatchNorm2d(x[0]) if mode_of(x) == "im" else nn.LayerNorm(x[-1])
 
 
-class LeakyReLU(Terminal):
-    kind = Kind.COMPUTATION
-    name = "leakyrelu"
-    description = "LeakyReLU, slope 0.01"
-
-    def infer(self, x: Shape, ctx: Context) -> Shape:
-        return x
-
-    def build(self, x: Shape, ctx: Context) -> nn.Module:
-        return nn.LeakyReLU()
-
-
-class Softmax(Terminal):
-    kind = Kind.COMPUTATION
-    name = "softmax"
-    description = "softmax over the last dim"
-
-    def infer(self, x: Shape, ctx: Context) -> Shape:
-        return x
-
-    def build(self, x: Shape, ctx: Context) -> nn.Module:
-        return SoftmaxModule()
-
-
 class LearnablePositionalEncoding(Terminal):
     kind = Kind.COMPUTATION
     name = "learnable_positional_encoding"
@@ -130,7 +109,9 @@ class LearnablePositionalEncoding(Terminal):
 
 LINEAR_WIDTHS = [16, 32, 64, 128, 256, 512, 1024, 2048]
 
-register_all([Identity()])
+register_all([ShapePreserving("identity", nn.Identity, "no-op", allocates=False)])
 register_all(Linear(out=n) for n in LINEAR_WIDTHS)
-register_all([Norm(), LeakyReLU(), Softmax(), LearnablePositionalEncoding()])
+register_all([Norm(), ShapePreserving("leakyrelu", nn.LeakyReLU, "LeakyReLU, slope 0.01"),
+              ShapePreserving("softmax", SoftmaxModule, "softmax over the last dim"),
+              LearnablePositionalEncoding()])
 register_all([Linear(ratio=4.0, name="linear_x4"), Linear(ratio=0.25, name="linear_4th")])

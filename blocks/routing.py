@@ -96,7 +96,8 @@ class Im2Col(Terminal):
     def __init__(self, kernel: int, stride: int, padding: int):
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.name = f"im2col{kernel}k{stride}s{padding}p"
-        self.description = f"{kernel}x{kernel} patches, stride {stride}, padding {padding}, as tokens"
+        self.description = (f"{kernel}x{kernel} patches, stride {stride}, padding {padding}, "
+                            f"as tokens")
 
     def grid(self, x: Shape) -> tuple[int, int]:
         _, h, w = x

@@ -17,8 +17,7 @@ from .analysis import Annotation, Cost, annotate
 from .compiler import build
 from .config import SpaceConfig, load_space_config
 from .derivation import Derivation
-from .errors import (ConfigError, EinspaceError, GrammarError, ParseError, SamplingError,
-                     ShapeError)
+from .errors import ConfigError, EinspaceError, GrammarError, ParseError, SamplingError, ShapeError
 from .grammar import Grammar, load_grammar
 from .heads import check_target, head_cost
 from .mutation import crossover as _crossover

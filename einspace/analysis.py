@@ -19,18 +19,20 @@ from .errors import ShapeError, format_path
 
 @dataclass(frozen=True)
 class Cost:
-    """Per-sample cost: trainable parameters, FLOPs (2 x multiply-adds) and activation elements."""
+    """Per-sample cost: trainable parameters, FLOPs (2 x multiply-adds), activation elements,
+    and nodes as built (a module repeated k times by a 4- or 8-way branch counts k times)."""
 
     params: int = 0
     flops: int = 0
     activations: int = 0
+    nodes: int = 0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.params + other.params, self.flops + other.flops,
-                    self.activations + other.activations)
+                    self.activations + other.activations, self.nodes + other.nodes)
 
-    def __mul__(self, k: int) -> "Cost":
-        return Cost(self.params * k, self.flops * k, self.activations * k)
+    def __mul__(self, k: int) -> Cost:
+        return Cost(self.params * k, self.flops * k, self.activations * k, self.nodes * k)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class _Annotator:
             raise ShapeError(f"at {format_path(path)}: {kind.value} terminal {name!r} does not "
                              f"accept input {shape_text(x)}{_hint(terminal, x, ctx)}")
         cost = Cost(terminal.params(x, ctx), terminal.flops(x, ctx),
-                    numel(y) if terminal.allocates else 0)
+                    numel(y) if terminal.allocates else 0, 1)
         self.nodes[path] = NodeInfo(path, name, kind, x, y, depth, cost, ctx, repeat)
         return y, cost
 
@@ -126,6 +128,7 @@ class _Annotator:
             cost = c1 + c2 + c3
         else:
             y, cost = self.branching(node, x, path, d, repeat)
+        cost = cost + Cost(nodes=1)
         self.nodes[path] = NodeInfo(path, node, slot, x, y, depth, cost, NO_CONTEXT, repeat)
         return y, cost
 

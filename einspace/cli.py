@@ -17,7 +17,7 @@ from .config import load_space_config
 from .errors import EinspaceError
 from .heads import head_cost
 from .inspect import dataflow_graph, human, render_tree, shape_str, summary, write_graph
-from .seeds import strip_comments, load_seed, seed_names
+from .seeds import load_seed, seed_names, strip_comments
 from .text import parse
 
 

@@ -6,7 +6,9 @@ kernels and keep parameter counts identical:
 
 * ``routing(im2col k s p, computation linearN, col2im)`` becomes ``nn.Conv2d(C, N, k, s, p)``;
 * the attention pattern ``softmax(Q Kᵀ · s) V`` (clone / linear / (scaled) dot product / softmax)
-  becomes ``scaled_dot_product_attention``;
+  becomes ``scaled_dot_product_attention``, and k such heads with linear projections that are
+  repeated by ``clone_tensor{k}`` and concatenated on the feature dim become one multi-head call
+  with fused projections;
 * ``branching(clone_tensor2, body, identity, add_tensors)`` becomes a residual ``x + body(x)``;
 * nested sequentials and routing modules flatten into one ``nn.Sequential`` without identities.
 """
@@ -17,6 +19,8 @@ import math
 
 from torch import nn
 
+from einspace.blocks.aggregation import Concat
+from einspace.blocks.branching import Clone
 from einspace.blocks.computation import Linear
 from einspace.blocks.registry import Kind, get
 from einspace.blocks.routing import Im2Col
@@ -24,7 +28,7 @@ from einspace.blocks.routing import Im2Col
 from .analysis import Annotation, annotate
 from .derivation import Derivation
 from .heads import check_target, make_head
-from .modules import Attention, Branching, Network, Residual
+from .modules import Attention, Branching, MultiHeadAttention, Network, Residual
 
 TRANSPOSE_LAST_TWO = {"permute21": 2, "permute132": 3}
 
@@ -53,7 +57,7 @@ class Compiler:
 
     def module(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
         if self.lower:
-            for rule in (self._conv, self._attention, self._residual):
+            for rule in (self._conv, self._multihead, self._attention, self._residual):
                 lowered = rule(node, path)
                 if lowered is not None:
                     return lowered
@@ -96,7 +100,9 @@ class Compiler:
         return nn.Conv2d(channels, linear.out_features(tokens), window.kernel, window.stride,
                          window.padding)
 
-    def _attention(self, node: Derivation, path) -> nn.Module | None:
+    def _attention_parts(self, node: Derivation, path):
+        """((query, key, value) as (node, path) pairs, scale) if ``node`` is
+        ``softmax(Q Kᵀ · s) V`` written with clones and dot products, else None."""
         if not _is_branch(node, "clone_tensor2", "dot_product"):
             return None
         scores, value = node.children[1], node.children[2]
@@ -115,9 +121,40 @@ class Compiler:
         logits_path = path + (1, 0)
         q_shape = self.annotation[logits_path + (1,)].output
         scale = 1.0 / math.sqrt(q_shape[-1]) if logits.children[3] == "scaled_dot_product" else 1.0
-        return Attention(self.module(query, logits_path + (1,)),
-                         self.module(key_route.children[1], logits_path + (2, 1)),
-                         self.module(value, path + (2,)), scale)
+        parts = ((query, logits_path + (1,)), (key_route.children[1], logits_path + (2, 1)),
+                 (value, path + (2,)))
+        return parts, scale
+
+    def _attention(self, node: Derivation, path) -> nn.Module | None:
+        found = self._attention_parts(node, path)
+        if found is None:
+            return None
+        parts, scale = found
+        return Attention(*(self.module(n, p) for n, p in parts), scale)
+
+    def _multihead(self, node: Derivation, path) -> nn.Module | None:
+        """k repeated attention heads with linear q/k/v, concatenated on the feature dim, become
+        one fused projection per q/k/v and a single batched attention call."""
+        if node.label != "branching" or len(node.children) != 3:
+            return None
+        splitter = get(Kind.BRANCHING, node.children[0])
+        merge = get(Kind.AGGREGATION, node.children[2])
+        rank = len(self.annotation[path].input)
+        if not (isinstance(splitter, Clone) and isinstance(merge, Concat)
+                and merge.dim == rank and merge.count == splitter.branches):
+            return None
+        found = self._attention_parts(node.children[1], path + (1,))
+        if found is None:
+            return None
+        parts, scale = found
+        linears = []
+        for part, part_path in parts:
+            if part.label != "computation" or not isinstance(
+                    get(Kind.COMPUTATION, part.children[0]), Linear):
+                return None
+            info = self.annotation[part_path + (0,)]
+            linears.append(nn.Linear(info.input[-1], info.output[-1] * splitter.branches))
+        return MultiHeadAttention(*linears, splitter.branches, scale)
 
     def _residual(self, node: Derivation, path) -> nn.Module | None:
         if not _is_branch(node, "clone_tensor2", "add_tensors"):

@@ -2,7 +2,8 @@
 
 nltk checks the text and the probabilities; this module gives each nonterminal its role:
 a *production* (one of the four node-forming names), a *choice* (every alternative is one
-nonterminal: ``network``, ``module``) or a *category* (every alternative is one registered terminal).
+nonterminal: ``network``, ``module``) or a *category* (every alternative is one registered
+terminal).
 It also computes, by fixed point, the least depth and the fewest nodes each symbol can derive, which
 is how the sampler terminates without timeouts.
 """
@@ -65,7 +66,7 @@ class Grammar:
         """Every terminal of ``kind`` the grammar can produce, with its summed category weight."""
         weights: dict[str, float] = {}
         for category, members in self.categories.items():
-            if self.category_kind[category] == kind:
+            if self.category_kind.get(category) == kind:
                 for name, p in members:
                     weights[name] = weights.get(name, 0.0) + p
         return list(weights.items())
@@ -164,6 +165,10 @@ def _prune_empty(rules: dict[str, list[list]], start: str) -> None:
                 _normalise(alternatives)
     if start not in rules:
         raise GrammarError("every alternative of the start symbol was disabled")
+    used = {str(s) for alts in rules.values() for rhs, _ in alts for s in rhs
+            if isinstance(s, Nonterminal)}
+    for lhs in [lhs for lhs in rules if lhs not in used and lhs != start]:
+        del rules[lhs]
 
 
 def _set_probabilities(rules: dict[str, list[list]], lhs: str, overrides: dict,

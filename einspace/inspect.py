@@ -40,7 +40,8 @@ def summary(annotation: Annotation) -> dict:
             "output_shape": list(annotation.output_shape),
             "output_mode": mode_of(annotation.output_shape),
             "params": annotation.cost.params, "flops": annotation.cost.flops,
-            "activations": annotation.cost.activations, "nodes": d.size, "depth": d.depth}
+            "activations": annotation.cost.activations, "nodes": d.size,
+            "built_nodes": annotation.cost.nodes, "depth": d.depth}
 
 
 def render_tree(annotation: Annotation) -> str:

@@ -58,6 +58,28 @@ class Attention(nn.Module):
                                               scale=self.scale)
 
 
+class MultiHeadAttention(nn.Module):
+    """k attention heads in one call: fused q/k/v projections (head h owns output features
+    [h n, (h + 1) n)), outputs concatenated in head order, as the unfused branches would."""
+
+    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, heads: int,
+                 scale: float):
+        super().__init__()
+        self.query = query
+        self.key = key
+        self.value = value
+        self.heads = heads
+        self.scale = scale
+
+    def _split(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.heads, x.size(-1) // self.heads)).transpose(-3, -2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.scaled_dot_product_attention(self._split(self.query(x)), self._split(self.key(x)),
+                                             self._split(self.value(x)), scale=self.scale)
+        return out.transpose(-3, -2).flatten(-2)
+
+
 class Network(nn.Module):
     """A compiled backbone with its task head; ``derivation`` keeps the architecture's text."""
 

@@ -73,23 +73,23 @@ def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool
         annotation = annotate(child, parent.input_shape)
     except ShapeError:
         return False
-    return not sampler.budget.admits(annotation.cost, child.size, child.depth)
+    return not sampler.budget.admits(annotation.cost, child.depth)
 
 
-def _room(parent: Annotation, info: NodeInfo, old_nodes: int, budget) -> tuple:
+def _room(parent: Annotation, info: NodeInfo, budget) -> tuple:
     """What a replacement of ``info``'s subtree may use, per copy, so the whole stays in budget."""
     total, r = parent.cost, info.repeat
     return ((budget.max_params - total.params + r * info.cost.params) // r,
             (budget.max_flops - total.flops + r * info.cost.flops) // r,
             (budget.max_activations - total.activations + r * info.cost.activations) // r,
-            budget.max_nodes - parent.derivation.size + old_nodes)
+            (budget.max_nodes - total.nodes + r * info.cost.nodes) // r)
 
 
 def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, rng):
     node = info.node
     if isinstance(node, Derivation):
         symbol = sampler.grammar.start if not info.path else sampler.grammar.module
-        room = _room(parent, info, node.size, sampler.budget)
+        room = _room(parent, info, sampler.budget)
         result = sampler.sample_module(symbol, info.input, info.depth, room, rng,
                                        exclude=node.label)
         return None if result is None else derivation.replace(info.path, result[0])
@@ -98,7 +98,7 @@ def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, r
     members = [(get(info.slot, n), n, w) for n, w in sampler.grammar.terminals_of(info.slot)
                if n != node]
     picked = sampler.pick_terminal(members, info.input, info.context,
-                                   _room(parent, info, 1, sampler.budget), rng)
+                                   _room(parent, info, sampler.budget), rng)
     return None if picked is None else derivation.replace(info.path, picked[0])
 
 
@@ -110,7 +110,7 @@ def _swap_splitter(derivation, parent: Annotation, info: NodeInfo, sampler: Samp
     members = [(get(Kind.BRANCHING, n), n, w)
                for n, w in sampler.grammar.terminals_of(Kind.BRANCHING) if n != info.node]
     picked = sampler.pick_terminal(members, info.input, info.context,
-                                   _room(parent, info, 1, sampler.budget), rng)
+                                   _room(parent, info, sampler.budget), rng)
     if picked is None:
         return None
     name = picked[0]

@@ -41,12 +41,12 @@ class Budget:
     def room(self) -> tuple[int, int, int, int]:
         return (self.max_params, self.max_flops, self.max_activations, self.max_nodes)
 
-    def admits(self, cost: Cost, nodes: int, depth: int) -> str:
+    def admits(self, cost: Cost, depth: int) -> str:
         """'' when within budget, else which limit is broken."""
         for name, value, limit in (("params", cost.params, self.max_params),
                                    ("flops", cost.flops, self.max_flops),
                                    ("activations", cost.activations, self.max_activations),
-                                   ("nodes", nodes, self.max_nodes),
+                                   ("nodes", cost.nodes, self.max_nodes),
                                    ("depth", depth, self.max_depth)):
             if value > limit:
                 return f"{name} {value:,} > max_{name} {limit:,}"
@@ -88,14 +88,25 @@ class Sampler:
                          for s, opts in g.choices.items()}
         self._categories = {c: _by_mode([(get(g.category_kind[c], n), n, w) for n, w in members])
                             for c, members in g.categories.items() if c in g.category_kind}
-        self._options = {label: [(o, get(g.category_kind[o.rhs[0]], o.terminal)
-                                  if o.terminal else None, g.min_nodes_of(o)) for o in opts]
+        self._options = {label: [self._option_entry(o) for o in opts]
                          for label, opts in g.options.items()}
         self._terminal_options = {
             label: (_by_mode([(t, o.terminal, o.weight) for o, t, _ in opts]),
                     {o.terminal: o for o, _, _ in opts})
             for label, opts in self._options.items() if label in ("computation", "routing")}
         self._steps = 0
+
+    def _option_entry(self, option):
+        """(option, first terminal, fewest built nodes): a k-way branch builds its inner module
+        k times, so it needs k times the inner module's nodes."""
+        g = self.grammar
+        terminal = get(g.category_kind[option.rhs[0]], option.terminal) if option.terminal else None
+        nodes = g.min_nodes_of(option)
+        if terminal is not None and terminal.kind == Kind.BRANCHING:
+            inner = option.rhs[1:-1]
+            copies = terminal.branches // len(inner)
+            nodes = 3 + copies * sum(g.min_nodes[s] for s in inner)
+        return option, terminal, nodes
 
     # -- public entry points -------------------------------------------------------------
 
@@ -223,8 +234,8 @@ class Sampler:
     def _branching(self, x, depth, room, rng):
         for option, splitter in self._pick_option("branching", room, rng):
             part = splitter.infer(x, NO_CONTEXT)
-            if part is None:
-                continue
+            if part is None or splitter.branches * numel(part) > room[2]:
+                continue  # cheap refusals (shape, or no room to merge): try another splitter
             return self._branches(option, splitter, part, depth, room, rng)
         return _FAILED
 
@@ -232,20 +243,17 @@ class Sampler:
         inner_symbols = option.rhs[1:-1]
         copies = splitter.branches // len(inner_symbols)
         nodes_left = room[3] - 3  # this node, the branching and the aggregation terminal
-        reserve = sum(self.grammar.min_nodes[s] for s in inner_symbols)
+        reserve = copies * sum(self.grammar.min_nodes[s] for s in inner_symbols)
         # Keep room for the merge: a concatenation of untouched parts needs k times the part,
         # and halving what the inner modules may allocate leaves room to merge what they made.
-        # Checking this before sampling the inner modules keeps failures cheap.
         merge = splitter.branches * numel(part)
-        if merge > room[2]:
-            return _FAILED
         share = (room[2] - merge) // (2 * splitter.branches)
         inners, outs = [], []
         used = [0, 0, 0, 0]
         for symbol in inner_symbols:
-            reserve -= self.grammar.min_nodes[symbol]
+            reserve -= copies * self.grammar.min_nodes[symbol]
             inner_room = ((room[0] - used[0]) // copies, (room[1] - used[1]) // copies,
-                          share, nodes_left - used[3] - reserve)
+                          share, (nodes_left - used[3] - reserve) // copies)
             result = self._choice(symbol, part, depth + 1, inner_room, rng)
             if result is _FAILED:
                 return _FAILED
@@ -253,7 +261,7 @@ class Sampler:
             inners.append(d)
             outs += [y] * copies
             used = [used[0] + u[0] * copies, used[1] + u[1] * copies,
-                    used[2] + u[2] * copies, used[3] + u[3]]
+                    used[2] + u[2] * copies, used[3] + u[3] * copies]
         agg_room = (room[0] - used[0], room[1] - used[1], room[2] - used[2])
         agg = self.pick_terminal(self._categories[option.rhs[-1]][len(outs[0])], tuple(outs),
                                  NO_CONTEXT, agg_room, rng)

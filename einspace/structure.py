@@ -60,7 +60,7 @@ def check_node(node: Derivation, path: tuple[int, ...] = ()) -> list:
         raise ParseError(
             f"at {format_path(path)}: {node.label} takes {len(slots)} children "
             f"({', '.join(_slot_name(s) for s in slots)}), got {len(node.children)}")
-    for i, (slot, child) in enumerate(zip(slots, node.children)):
+    for i, (slot, child) in enumerate(zip(slots, node.children, strict=True)):
         where = path + (i,)
         if slot == MODULE:
             if isinstance(child, str):

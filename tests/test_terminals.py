@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from einspace.blocks import Kind, terminals
-from einspace.blocks.registry import Context, NO_CONTEXT, mode_of, numel
+from einspace.blocks.registry import NO_CONTEXT, Context, mode_of, numel
 
 IMAGE_SHAPES = [(3, 8, 8), (4, 6, 10), (2, 1, 1), (8, 16, 4), (2, 16, 18)]
 TOKEN_SHAPES = [(6, 8), (16, 4), (1, 3)]
@@ -80,6 +80,6 @@ def test_terminal_module_scripts(terminal):
     eager = module(inputs)
     again = scripted(inputs)
     if terminal.kind == Kind.BRANCHING:
-        assert all(torch.equal(a, b) for a, b in zip(eager, again))
+        assert all(torch.equal(a, b) for a, b in zip(eager, again, strict=True))
     else:
         assert torch.allclose(eager, again)
