@@ -4,6 +4,7 @@ Importing this package registers the terminal families; ``registry.get(kind, nam
 """
 
 from . import aggregation, branching, computation, routing  # noqa: F401  (registration)
+from . import attention, codebooks, convolutional, gating, token_mixers  # noqa: F401
 from .registry import Context, Kind, Shape, Terminal, get, register, terminals
 
 __all__ = ["Context", "Kind", "Shape", "Terminal", "get", "register", "terminals"]

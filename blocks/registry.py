@@ -67,8 +67,19 @@ class Terminal:
     name: str
     kind: Kind
     modes: frozenset[str] = frozenset({"im", "col"})
+    #: Grouping for listings and per-family probabilities; "einspace" marks the reference set.
+    family: str = "einspace"
     paper: str = "einspace (Ericsson et al., NeurIPS 2024)"
+    #: Public implementation the terminal was checked against (repository and path), if any.
+    reference: str = ""
+    #: Grammar category the "seed-papers" terminal set adds this terminal to (None: not added).
+    category: str | None = None
     description: str = ""
+    #: Extra inputs (shapes, or tuples of shapes for aggregations) the conformance suite tries,
+    #: for terminals that only accept particular shapes (e.g. a square token grid).
+    examples: tuple = ()
+    #: Why the built module cannot be scripted with TorchScript ("" when it can).
+    script_exception: str = ""
     #: False for terminals that return views or aliases of their input (no new memory).
     allocates: bool = True
     #: Branching terminals only: tensors produced, and distinct inner modules in the tree.
@@ -85,6 +96,11 @@ class Terminal:
     def flops(self, x, ctx: Context) -> int:
         """FLOPs per sample, counted like ``torch.utils.flop_counter``: 2 x multiply-adds of
         matrix products and convolutions; element-wise work is not counted."""
+        return 0
+
+    def shared_flops(self, x, ctx: Context) -> int:
+        """FLOPs done once per batch whatever its size (e.g. generating a hyper-kernel); a
+        batch of B costs ``B * flops + shared_flops``."""
         return 0
 
     def build(self, x, ctx: Context) -> nn.Module:

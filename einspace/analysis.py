@@ -100,7 +100,7 @@ class _Annotator:
         if y is None:
             raise ShapeError(f"at {format_path(path)}: {kind.value} terminal {name!r} does not "
                              f"accept input {shape_text(x)}{_hint(terminal, x, ctx)}")
-        cost = Cost(terminal.params(x, ctx), terminal.flops(x, ctx),
+        cost = Cost(terminal.params(x, ctx), terminal.flops(x, ctx) + terminal.shared_flops(x, ctx),
                     numel(y) if terminal.allocates else 0, 1)
         self.nodes[path] = NodeInfo(path, name, kind, x, y, depth, cost, ctx, repeat)
         return y, cost

@@ -12,6 +12,8 @@ import random
 import sys
 from pathlib import Path
 
+from einspace.blocks.registry import terminals
+
 from .analysis import annotate
 from .config import load_space_config
 from .errors import EinspaceError
@@ -127,6 +129,22 @@ def cmd_seeds(args) -> None:
             print(f"{name:12s} {derivation.hash}  {derivation.size} nodes")
 
 
+def cmd_terminals(args) -> None:
+    rows = [{"name": t.name, "kind": t.kind.value, "modes": sorted(t.modes),
+             "family": t.family, "paper": t.paper, "category": t.category,
+             "parameters": t.hyperparameters(), "description": t.description,
+             "reference": t.reference} for t in terminals()]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items())
+        print(f"{r['kind']:12s} {r['name']:{width}s}  {'/'.join(r['modes']):7s} "
+              f"{r['family']:14s} {params:28s} {r['paper']}")
+
+
 def cmd_grammar(args) -> None:
     print(load_space_config(args.config).grammar.to_text(), end="")
 
@@ -157,6 +175,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_seeds)
 
+    p = sub.add_parser("terminals", help="list every registered terminal")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=cmd_terminals)
+
     p = sub.add_parser("grammar", help="print the active grammar (after config overrides)")
     p.add_argument("--config", help="YAML config with a grammar section")
     p.set_defaults(run=cmd_grammar)
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
-            raise UsageError("a command is required (sample, inspect, seeds, grammar); "
+            raise UsageError("a command is required (sample, inspect, seeds, terminals, grammar); "
                              "see einspace --help")
         args.run(args)
     except EinspaceError as e:

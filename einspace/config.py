@@ -3,6 +3,8 @@
 ```yaml
 grammar:
   file: my_grammar.pcfg          # optional; the shipped einspace grammar otherwise
+  terminal_set: seed-papers      # einspace (default) | seed-papers | [list of terminal names]
+  family_weights: {attention: 2.0}   # multiply the weight of a family's terminals
   probabilities:                 # nonterminal -> {alternative: probability}
     module: {computation: 0.4}
   disable: [softmax]             # terminals removed everywhere
@@ -28,7 +30,8 @@ from .errors import ConfigError
 from .grammar import Grammar, load_grammar
 from .sampler import Budget, Sampler
 
-SECTIONS = {"grammar": {"file", "probabilities", "disable", "add"},
+SECTIONS = {"grammar": {"file", "terminal_set", "family_weights", "probabilities", "disable",
+                        "add"},
             "budget": {f.name for f in fields(Budget)}}
 
 
@@ -76,7 +79,9 @@ def space_config(data: dict | None = None, base_dir: Path | None = None) -> Spac
     disable = grammar_cfg.get("disable", [])
     if not isinstance(disable, list):
         raise ConfigError("grammar.disable must be a list of terminal names")
-    grammar = load_grammar(file, probabilities=grammar_cfg.get("probabilities"),
+    grammar = load_grammar(file, terminal_set=grammar_cfg.get("terminal_set", "einspace"),
+                           family_weights=grammar_cfg.get("family_weights"),
+                           probabilities=grammar_cfg.get("probabilities"),
                            disable=disable, add=grammar_cfg.get("add"))
     return SpaceConfig(grammar, Budget(**data.get("budget", {})))
 

@@ -19,6 +19,7 @@ import nltk
 from nltk.grammar import Nonterminal, ProbabilisticProduction
 
 from einspace.blocks.registry import Kind, UnknownTerminalError, get
+from einspace.blocks.registry import terminals as registered
 
 from .derivation import PRODUCTIONS
 from .errors import GrammarError
@@ -80,11 +81,16 @@ class Grammar:
         return "\n".join(f"{lhs} -> {' | '.join(alts)}" for lhs, alts in by_lhs.items()) + "\n"
 
 
-def load_grammar(path: str | Path | None = None, *, probabilities: dict | None = None,
-                 disable: list[str] | None = None,
+def load_grammar(path: str | Path | None = None, *, terminal_set: str | list[str] = "einspace",
+                 family_weights: dict[str, float] | None = None,
+                 probabilities: dict | None = None, disable: list[str] | None = None,
                  add: dict[str, list[str]] | None = None) -> Grammar:
     """Read a grammar file (the shipped einspace grammar by default) and apply overrides.
 
+    ``terminal_set`` is ``"einspace"`` (the file's terminals: the reference's lists),
+    ``"seed-papers"`` (those plus every paper primitive, each added to the category its terminal
+    names) or an explicit list of terminal names (only those).  ``family_weights`` multiplies the
+    weight of every terminal of a family (``einspace terminals`` lists the families).
     ``probabilities`` maps a nonterminal to {alternative: probability}; unnamed alternatives
     share what is left in proportion to their old weights.  ``disable`` removes terminals
     everywhere; ``add`` appends registered terminals to categories.
@@ -101,9 +107,39 @@ def load_grammar(path: str | Path | None = None, *, probabilities: dict | None =
         pcfg = nltk.PCFG.fromstring(text)
     except ValueError as e:
         raise GrammarError(f"{source}: {str(e).splitlines()[0]}") from None
-    if probabilities or disable or add:
-        pcfg = _override(pcfg, source, probabilities or {}, disable or [], add or {})
+    add = {category: list(names) for category, names in (add or {}).items()}
+    disable = list(disable or [])
+    if terminal_set != "einspace":
+        _apply_terminal_set(pcfg, terminal_set, add, disable)
+    if probabilities or disable or add or family_weights:
+        pcfg = _override(pcfg, source, probabilities or {}, disable, add, family_weights or {})
     return compile_grammar(pcfg, source)
+
+
+def _apply_terminal_set(pcfg: nltk.PCFG, terminal_set, add: dict, disable: list) -> None:
+    """Turn a terminal set into additions and removals of terminals."""
+    present = {s for prod in pcfg.productions() for s in prod.rhs() if isinstance(s, str)}
+    if terminal_set == "seed-papers":
+        wanted = [t for t in registered() if t.family != "einspace" and t.category]
+    elif isinstance(terminal_set, (list, tuple)):
+        names = set(terminal_set)
+        known = {t.name for t in registered()}
+        unknown = sorted(names - known)
+        if unknown:
+            raise GrammarError(f"terminal_set: unknown terminals {', '.join(unknown)}")
+        disable += sorted(present - names)
+        wanted = [t for t in registered() if t.name in names and t.name not in present]
+        missing = sorted({t.name for t in wanted if not t.category} - present)
+        if missing:
+            raise GrammarError(f"terminal_set: {', '.join(missing)} name no grammar category; "
+                               f"add them with grammar.add instead")
+    else:
+        raise GrammarError(f"terminal_set must be 'einspace', 'seed-papers' or a list of "
+                           f"terminal names, got {terminal_set!r}")
+    for t in wanted:
+        names = add.setdefault(t.category, [])
+        if t.name not in names:
+            names.append(t.name)
 
 
 def _rhs_key(prod: ProbabilisticProduction) -> str:
@@ -111,7 +147,7 @@ def _rhs_key(prod: ProbabilisticProduction) -> str:
 
 
 def _override(pcfg: nltk.PCFG, source: str, probabilities: dict, disable: list[str],
-              add: dict[str, list[str]]) -> nltk.PCFG:
+              add: dict[str, list[str]], family_weights: dict[str, float]) -> nltk.PCFG:
     rules: dict[str, list[list]] = {}
     for prod in pcfg.productions():
         rules.setdefault(str(prod.lhs()), []).append([prod.rhs(), prod.prob()])
@@ -119,8 +155,11 @@ def _override(pcfg: nltk.PCFG, source: str, probabilities: dict, disable: list[s
         if category not in rules:
             raise GrammarError(f"add: {category!r} is not a nonterminal of {source}")
         mean = sum(p for _, p in rules[category]) / len(rules[category])
-        rules[category] += [[(str(n),), mean] for n in names]
+        present = {a[0] for a in rules[category]}
+        rules[category] += [[(str(n),), mean] for n in names if (str(n),) not in present]
         _normalise(rules[category])
+    if family_weights:
+        _weigh_families(rules, family_weights)
     for name in disable:
         found = False
         for alternatives in rules.values():
@@ -138,6 +177,24 @@ def _override(pcfg: nltk.PCFG, source: str, probabilities: dict, disable: list[s
         return nltk.PCFG(pcfg.start(), productions)
     except ValueError as e:
         raise GrammarError(f"overrides of {source}: {str(e).splitlines()[0]}") from None
+
+
+def _weigh_families(rules: dict[str, list[list]], family_weights: dict[str, float]) -> None:
+    families = {t.name: t.family for t in registered()}
+    unknown = sorted(set(family_weights) - set(families.values()))
+    if unknown:
+        raise GrammarError(f"family_weights: unknown families {', '.join(unknown)} (known: "
+                           f"{', '.join(sorted(set(families.values())))})")
+    for name, weight in family_weights.items():
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise GrammarError(f"family_weights.{name}: {weight!r} is not a number >= 0")
+    for alternatives in rules.values():
+        if all(len(rhs) == 1 and isinstance(rhs[0], str) for rhs, _ in alternatives):
+            for a in alternatives:
+                a[1] *= family_weights.get(families.get(a[0][0], ""), 1.0)
+            alternatives[:] = [a for a in alternatives if a[1] > 0]
+            if alternatives:
+                _normalise(alternatives)
 
 
 def _normalise(alternatives: list[list]) -> None:

@@ -17,9 +17,14 @@ def _cpu_flash_attention(query, key, value, *args, out_shape=None, **kwargs) -> 
     return sdpa_flop_count(query, key, value)
 
 
-def measured_flops(module: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of ``module(x)`` as torch counts them (2 x multiply-adds), batch included."""
+def flop_counter() -> FlopCounterMode:
+    """A ``FlopCounterMode`` (used as a context manager) that also counts CPU fused attention."""
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def measured_flops(module: nn.Module, x) -> int:
+    """FLOPs of ``module(x)`` as torch counts them (2 x multiply-adds), batch included."""
+    with flop_counter() as counter:
         module(x)
     return counter.get_total_flops()

@@ -141,7 +141,7 @@ class Sampler:
             if y is None:
                 continue
             p = terminal.params(x, ctx)
-            f = terminal.flops(x, ctx)
+            f = terminal.flops(x, ctx) + terminal.shared_flops(x, ctx)
             a = numel(y) if terminal.allocates else 0
             if p <= room[0] and f <= room[1] and a <= room[2]:
                 return name, y, (p, f, a)

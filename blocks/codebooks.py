@@ -1,0 +1,1 @@
+"""Seed-paper primitives (filled in by the family implementation)."""
