@@ -3,8 +3,17 @@
 Importing this package registers the terminal families; ``registry.get(kind, name)`` finds one.
 """
 
-from . import aggregation, branching, computation, routing  # noqa: F401  (registration)
-from . import attention, codebooks, convolutional, gating, token_mixers  # noqa: F401
+from . import (  # noqa: F401  (importing a family registers its terminals)
+    aggregation,
+    attention,
+    branching,
+    codebooks,
+    computation,
+    convolutional,
+    gating,
+    routing,
+    token_mixers,
+)
 from .registry import Context, Kind, Shape, Terminal, get, register, terminals
 
 __all__ = ["Context", "Kind", "Shape", "Terminal", "get", "register", "terminals"]

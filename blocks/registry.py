@@ -48,10 +48,12 @@ class Context:
     """What a terminal may know beyond its input shape.
 
     ``grid`` is the (H', W') token grid of the im2col that opened the enclosing routing module;
-    ``col2im`` needs it to fold tokens back into an image.
+    ``col2im`` needs it to fold tokens back into an image.  ``fold`` is (how, size) of the
+    fold-to-batch terminal that opened it; ``unfold`` needs it to give the batch its axis back.
     """
 
     grid: tuple[int, int] | None = None
+    fold: tuple[str, int] | None = None
 
 
 NO_CONTEXT = Context()
@@ -70,6 +72,8 @@ class Terminal:
     #: Grouping for listings and per-family probabilities; "einspace" marks the reference set.
     family: str = "einspace"
     paper: str = "einspace (Ericsson et al., NeurIPS 2024)"
+    #: Numbers of the papers in the seed list (shared/seeds) whose primitive this terminal is.
+    seed_papers: tuple[int, ...] = ()
     #: Public implementation the terminal was checked against (repository and path), if any.
     reference: str = ""
     #: Grammar category the "seed-papers" terminal set adds this terminal to (None: not added).
@@ -80,6 +84,9 @@ class Terminal:
     examples: tuple = ()
     #: Why the built module cannot be scripted with TorchScript ("" when it can).
     script_exception: str = ""
+    #: Post-routing terminals that give the batch back an axis a fold moved into it; after a
+    #: fold only these may close the routing module.
+    restores_batch: bool = False
     #: False for terminals that return views or aliases of their input (no new memory).
     allocates: bool = True
     #: Branching terminals only: tensors produced, and distinct inner modules in the tree.
@@ -110,9 +117,15 @@ class Terminal:
         """Why ``infer`` refused ``x`` when the mode alone does not explain it ("" if obvious)."""
         return ""
 
-    def grid(self, x: Shape) -> tuple[int, int] | None:
-        """Pre-routing terminals that turn an image into tokens return the token grid."""
-        return None
+    def post_context(self, x: Shape) -> Context:
+        """What a pre-routing terminal tells the post-routing terminal of the same routing module
+        (im2col: its token grid; a fold: what it moved into the batch)."""
+        return NO_CONTEXT
+
+    def batch_factor(self, x: Shape) -> int:
+        """Pre-routing terminals that fold an axis into the batch multiply it by this; the inner
+        module then runs this many times per sample (its FLOPs and activations count so)."""
+        return 1
 
     def hyperparameters(self) -> dict:
         """Named settings of this terminal (shown by listings)."""

@@ -104,6 +104,9 @@ class Im2Col(Terminal):
         k, s, p = self.kernel, self.stride, self.padding
         return conv_grid(h, k, s, p), conv_grid(w, k, s, p)
 
+    def post_context(self, x: Shape) -> Context:
+        return Context(grid=self.grid(x))
+
     def infer(self, x: Shape, ctx: Context) -> Shape | None:
         pad = 2 * self.padding
         if len(x) != 3 or x[1] + pad < self.kernel or x[2] + pad < self.kernel:
@@ -150,3 +153,115 @@ for _kind in (Kind.PREROUTING, Kind.POSTROUTING):
     register_all(Permute(_kind, order) for order in IM_PERMUTATIONS)
 register_all(Im2Col(*window) for window in IM2COL_WINDOWS)
 register_all([Col2Im()])
+
+
+class FoldModule(nn.Module):
+    """Move an axis into the batch: rows (B,C,H,W)->(B*H,W,C), columns (B,C,H,W)->(B*W,H,C),
+    token groups (B,N,D)->(B*G,N/G,D)."""
+
+    def __init__(self, how: str, groups: int):
+        super().__init__()
+        self.how = how
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.how == "rows":
+            return x.permute(0, 2, 3, 1).reshape(-1, x.size(3), x.size(1))
+        if self.how == "cols":
+            return x.permute(0, 3, 2, 1).reshape(-1, x.size(2), x.size(1))
+        return x.reshape(-1, x.size(1) // self.groups, x.size(2))
+
+
+class UnfoldModule(nn.Module):
+    """Give the batch its folded axis back (the inverse of ``FoldModule``)."""
+
+    def __init__(self, how: str, size: int):
+        super().__init__()
+        self.how = how
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.how == "rows":
+            return x.reshape(-1, self.size, x.size(1), x.size(2)).permute(0, 3, 1, 2)
+        if self.how == "cols":
+            return x.reshape(-1, self.size, x.size(1), x.size(2)).permute(0, 3, 2, 1)
+        return x.reshape(-1, self.size * x.size(1), x.size(2))
+
+
+FOLD_PAPER = ("Axial Attention in Multidimensional Transformers (Ho et al., 2019); "
+              "FIT: Far-reaching Interleaved Transformers (Chen & Li, 2023)")
+
+
+class Fold(Terminal):
+    """Pre-routing that folds an axis into the batch, so the inner module runs on each row,
+    column or token group separately with shared weights (axial attention, local groups).
+    Paired with the post-routing ``unfold`` of the same routing module."""
+
+    kind = Kind.PREROUTING
+    family = "routing"
+    paper = FOLD_PAPER
+    seed_papers = (47, 31)
+    category = "prerouting"
+
+    def __init__(self, how: str, groups: int = 1):
+        self.how, self.groups = how, groups
+        self.name = f"fold_groups{groups}" if how == "groups" else f"fold_{how}"
+        self.modes = frozenset({"col"}) if how == "groups" else frozenset({"im"})
+        self.description = {"rows": "each row becomes a sequence along W (H into the batch)",
+                            "cols": "each column becomes a sequence along H (W into the batch)",
+                            "groups": f"{groups} contiguous token groups into the batch"}[how]
+
+    def infer(self, x: Shape, ctx: Context) -> Shape | None:
+        if self.how == "groups":
+            if len(x) != 2 or x[0] % self.groups:
+                return None
+            return (x[0] // self.groups, x[1])
+        if len(x) != 3:
+            return None
+        c, h, w = x
+        return (w, c) if self.how == "rows" else (h, c)
+
+    def batch_factor(self, x: Shape) -> int:
+        if self.how == "groups":
+            return self.groups
+        return x[1] if self.how == "rows" else x[2]
+
+    def post_context(self, x: Shape) -> Context:
+        return Context(fold=(self.how, self.batch_factor(x)))
+
+    def build(self, x: Shape, ctx: Context) -> nn.Module:
+        return FoldModule(self.how, self.groups)
+
+    def hyperparameters(self) -> dict:
+        return {"groups": self.groups} if self.how == "groups" else {"axis": self.how}
+
+
+class Unfold(Terminal):
+    kind = Kind.POSTROUTING
+    name = "unfold"
+    family = "routing"
+    paper = FOLD_PAPER
+    seed_papers = (47, 31)
+    category = "postrouting"
+    modes = frozenset({"col"})
+    restores_batch = True
+    description = "gives the batch back the axis the routing module's fold moved into it"
+
+    def infer(self, x: Shape, ctx: Context) -> Shape | None:
+        if len(x) != 2 or ctx.fold is None:
+            return None
+        how, size = ctx.fold
+        if how == "rows":
+            return (x[1], size, x[0])
+        if how == "cols":
+            return (x[1], x[0], size)
+        return (size * x[0], x[1])
+
+    def refusal(self, x: Shape, ctx: Context) -> str:
+        return "" if ctx.fold else "unfold needs the routing module's prerouting to be a fold"
+
+    def build(self, x: Shape, ctx: Context) -> nn.Module:
+        return UnfoldModule(*ctx.fold)
+
+
+register_all([Fold("rows"), Fold("cols"), Fold("groups", 4), Fold("groups", 16), Unfold()])

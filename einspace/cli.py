@@ -138,11 +138,30 @@ def cmd_terminals(args) -> None:
         for row in rows:
             print(json.dumps(row))
         return
+    if args.papers:
+        print(papers_table(rows))
+        return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items())
         print(f"{r['kind']:12s} {r['name']:{width}s}  {'/'.join(r['modes']):7s} "
               f"{r['family']:14s} {params:28s} {r['paper']}")
+
+
+def papers_table(rows: list[dict]) -> str:
+    """Markdown table: paper -> its terminals with kind and modes (the README's table)."""
+    by_paper: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["family"] != "einspace":
+            by_paper.setdefault(r["paper"], []).append(r)
+    lines = ["| paper | terminals | kind | modes | family |", "|---|---|---|---|---|"]
+    for paper, items in sorted(by_paper.items()):
+        names = ", ".join(f"`{r['name']}`" for r in items)
+        kinds = ", ".join(sorted({r["kind"] for r in items}))
+        modes = ", ".join(sorted({m for r in items for m in r["modes"]}))
+        families = ", ".join(sorted({r["family"] for r in items}))
+        lines.append(f"| {paper} | {names} | {kinds} | {modes} | {families} |")
+    return "\n".join(lines)
 
 
 def cmd_grammar(args) -> None:
@@ -177,6 +196,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("terminals", help="list every registered terminal")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--papers", action="store_true",
+                   help="a Markdown table of seed papers and their terminals")
     p.set_defaults(run=cmd_terminals)
 
     p = sub.add_parser("grammar", help="print the active grammar (after config overrides)")

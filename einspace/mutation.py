@@ -78,10 +78,10 @@ def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool
 
 def _room(parent: Annotation, info: NodeInfo, budget) -> tuple:
     """What a replacement of ``info``'s subtree may use, per copy, so the whole stays in budget."""
-    total, r = parent.cost, info.repeat
+    total, r, runs = parent.cost, info.repeat, info.repeat * info.batch
     return ((budget.max_params - total.params + r * info.cost.params) // r,
-            (budget.max_flops - total.flops + r * info.cost.flops) // r,
-            (budget.max_activations - total.activations + r * info.cost.activations) // r,
+            (budget.max_flops - total.flops + runs * info.cost.flops) // runs,
+            (budget.max_activations - total.activations + runs * info.cost.activations) // runs,
             (budget.max_nodes - total.nodes + r * info.cost.nodes) // r)
 
 

@@ -12,7 +12,9 @@ Randomness comes only from the ``random.Random`` passed in, so a seed fixes the 
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from dataclasses import dataclass, fields
+from itertools import accumulate
 
 from einspace.blocks.registry import NO_CONTEXT, Context, Kind, Shape, get, numel
 
@@ -61,10 +63,14 @@ class _OutOfSteps(Exception):
     pass
 
 
-def _by_mode(members: list[tuple]) -> dict[int, list[tuple]]:
-    """Members split by the rank of the shapes they accept (3: im mode, 2: col mode)."""
-    return {rank: [m for m in members if mode in m[0].modes]
-            for rank, mode in ((3, "im"), (2, "col"))}
+def _by_mode(members: list[tuple]) -> dict[int, tuple[list[tuple], list[float]]]:
+    """Members split by the rank of the shapes they accept (3: im mode, 2: col mode), each with
+    its cumulative weights."""
+    split = {}
+    for rank, mode in ((3, "im"), (2, "col")):
+        kept = [m for m in members if mode in m[0].modes]
+        split[rank] = (kept, list(accumulate(m[2] for m in kept)))
+    return split
 
 
 def _draw(rng: random.Random, weights: list[float]) -> int:
@@ -130,13 +136,30 @@ class Sampler:
             return _FAILED
 
     def pick_terminal(self, members: list[tuple], x, ctx: Context, room: tuple,
-                      rng: random.Random):
+                      rng: random.Random, cumulative: list[float] | None = None):
         """Draw among (terminal, name, weight) members that accept ``x`` and fit ``room``;
-        returns (name, output shape, (params, flops, activations)) or None."""
-        members = list(members)
-        while members:
-            i = _draw(rng, [m[2] for m in members])
-            terminal, name, _ = members.pop(i)
+        returns (name, output shape, (params, flops, activations)) or None.
+
+        Draws bisect the cumulative weights (``cumulative`` when the caller has them) and redraw
+        on a refusal, so a long category costs little when most of it fits; once half of it has
+        been refused, the rest is drawn from directly."""
+        n = len(members)
+        if not n:
+            return None
+        if cumulative is None:
+            cumulative = list(accumulate(m[2] for m in members))
+        total = cumulative[-1]
+        refused: set[int] = set()
+        while len(refused) < n:
+            if 2 * len(refused) > n:
+                rest = [i for i in range(n) if i not in refused]
+                i = rest[_draw(rng, [members[j][2] for j in rest])]
+            else:
+                i = min(bisect_right(cumulative, rng.random() * total), n - 1)
+                if i in refused:
+                    continue
+            refused.add(i)
+            terminal, name, _ = members[i]
             y = terminal.infer(x, ctx)
             if y is None:
                 continue
@@ -184,8 +207,8 @@ class Sampler:
     def _computation(self, x, room, rng):
         if room[3] < 2:
             return _FAILED
-        picked = self.pick_terminal(self._terminal_options["computation"][0][len(x)], x,
-                                    NO_CONTEXT, room, rng)
+        members, cumulative = self._terminal_options["computation"][0][len(x)]
+        picked = self.pick_terminal(members, x, NO_CONTEXT, room, rng, cumulative)
         if picked is None:
             return _FAILED
         name, y, (p, f, a) = picked
@@ -210,21 +233,25 @@ class Sampler:
 
     def _routing(self, x, depth, room, rng):
         members, by_name = self._terminal_options["routing"]
-        pre = self.pick_terminal(members[len(x)], x, NO_CONTEXT, room, rng)
+        pre = self.pick_terminal(members[len(x)][0], x, NO_CONTEXT, room, rng, members[len(x)][1])
         if pre is None:
             return _FAILED
         pre_name, inner_in, (p, f, a) = pre
+        pre_terminal = get(Kind.PREROUTING, pre_name)
         _, inner_symbol, post_category = by_name[pre_name].rhs
-        inner_room = (room[0] - p, room[1] - f, room[2] - a, room[3] - 3)
+        factor = pre_terminal.batch_factor(x)  # >1 when an axis is folded into the batch
+        inner_room = (room[0] - p, (room[1] - f) // factor, (room[2] - a) // factor, room[3] - 3)
         inner = self._choice(inner_symbol, inner_in, depth + 1, inner_room, rng)
         if inner is _FAILED:
             return _FAILED
         d_inner, inner_out, u = inner
-        post_room = (inner_room[0] - u[0], inner_room[1] - u[1], inner_room[2] - u[2], 1)
-        grid = get(Kind.PREROUTING, pre_name).grid(x)
-        ctx = NO_CONTEXT if grid is None else Context(grid=grid)
-        post = self.pick_terminal(self._categories[post_category][len(inner_out)], inner_out, ctx,
-                                  post_room, rng)
+        u = (u[0], u[1] * factor, u[2] * factor, u[3])
+        post_room = (room[0] - p - u[0], room[1] - f - u[1], room[2] - a - u[2], 1)
+        closers, cumulative = self._categories[post_category][len(inner_out)]
+        if factor > 1:
+            closers, cumulative = [m for m in closers if m[0].restores_batch], None
+        post = self.pick_terminal(closers, inner_out, pre_terminal.post_context(x), post_room, rng,
+                                  cumulative)
         if post is None:
             return _FAILED
         post_name, y, (p2, f2, a2) = post
@@ -263,8 +290,8 @@ class Sampler:
             used = [used[0] + u[0] * copies, used[1] + u[1] * copies,
                     used[2] + u[2] * copies, used[3] + u[3] * copies]
         agg_room = (room[0] - used[0], room[1] - used[1], room[2] - used[2])
-        agg = self.pick_terminal(self._categories[option.rhs[-1]][len(outs[0])], tuple(outs),
-                                 NO_CONTEXT, agg_room, rng)
+        merges, cumulative = self._categories[option.rhs[-1]][len(outs[0])]
+        agg = self.pick_terminal(merges, tuple(outs), NO_CONTEXT, agg_room, rng, cumulative)
         if agg is None:
             return _FAILED
         agg_name, y, (p, f, a) = agg

@@ -149,3 +149,19 @@ def test_installed_command_never_prints_a_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unknown computation terminal 'nrom'" in result.stderr
+
+
+def test_terminals_lists_every_registered_terminal(capsys):
+    from einspace.blocks import terminals
+
+    code, out, _ = run(capsys, "terminals", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == len(terminals())
+    for row in rows:
+        assert {"name", "kind", "modes", "family", "paper", "parameters"} <= set(row)
+    assert any(r["name"] == "linear64" and r["parameters"] == {"out": 64} for r in rows)
+    code, table, _ = run(capsys, "terminals", "--papers")
+    assert code == 0 and table.startswith("| paper |")
+    for t in terminals():
+        if t.family != "einspace":
+            assert f"`{t.name}`" in table

@@ -23,8 +23,10 @@ def cases(terminal):
         return [(x, NO_CONTEXT) for x in lists + list(terminal.examples)]
     shapes = shapes + list(terminal.examples)
     if terminal.kind == Kind.POSTROUTING:
-        return [(x, NO_CONTEXT) for x in shapes] + [((12, 5), Context(grid=(3, 4))),
-                                                   ((12, 5), Context(grid=(2, 2)))]
+        return [(x, NO_CONTEXT) for x in shapes] + [
+            ((12, 5), Context(grid=(3, 4))), ((12, 5), Context(grid=(2, 2))),
+            ((12, 5), Context(fold=("rows", 3))), ((12, 5), Context(fold=("cols", 4))),
+            ((12, 5), Context(fold=("groups", 4)))]
     return [(x, NO_CONTEXT) for x in shapes]
 
 
@@ -32,11 +34,18 @@ def accepted(terminal):
     return [(x, ctx) for x, ctx in cases(terminal) if terminal.infer(x, ctx) is not None]
 
 
+def example_input(terminal, x, ctx):
+    """A batch of 2 samples for ``x``; inside a fold the batch holds every folded slice."""
+    if terminal.kind == Kind.AGGREGATION:
+        return [torch.randn(2, *s) for s in x]
+    return torch.randn(2 * (ctx.fold[1] if ctx.fold else 1), *x)
+
+
 ALL = terminals()
 
 
 def test_registry_holds_the_reference_terminal_lists():
-    counts = {kind: len(terminals(kind)) for kind in Kind}
+    counts = {kind: len([t for t in terminals(kind) if t.family == "einspace"]) for kind in Kind}
     assert counts[Kind.BRANCHING] == 12 and counts[Kind.AGGREGATION] == 12
     assert counts[Kind.PREROUTING] == 14 and counts[Kind.POSTROUTING] == 8
     assert counts[Kind.COMPUTATION] >= 13
@@ -53,8 +62,7 @@ def test_shape_rule_and_costs_match_the_built_module(terminal):
     for x, ctx in found:
         expected = terminal.infer(x, ctx)
         module = terminal.build(x, ctx)
-        inputs = ([torch.randn(2, *s) for s in x] if terminal.kind == Kind.AGGREGATION
-                  else torch.randn(2, *x))
+        inputs = example_input(terminal, x, ctx)
         with flop_counter() as counter:
             out = module(inputs)
         if terminal.kind == Kind.BRANCHING:
@@ -79,8 +87,7 @@ def test_terminal_module_scripts(terminal):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.script(module)
-    inputs = ([torch.randn(2, *s) for s in x] if terminal.kind == Kind.AGGREGATION
-              else torch.randn(2, *x))
+    inputs = example_input(terminal, x, ctx)
     torch.manual_seed(0)
     eager = module(inputs)
     again = scripted(inputs)
