@@ -10,12 +10,11 @@
   x + s F(x)), and the atomic macro blocks ``inception_resnet_a``, ``_b`` and ``_c``.
 * **Propagation** (PixPro, Xie et al. 2020): ``pixel_propagation``, the pixel propagation module.
 * **Masking** (layer masking, Balasubramanian & Feizi 2022): ``masked_conv3k``, ``masked_norm``
-  and ``masked_leakyrelu`` carry a mask in the last channel (see ``MASK_CONVENTION``).  They are
-  registered with ``category = None``: the seed-papers terminal set does not add them, because
-  on an ordinary feature map the "mask" would be an arbitrary feature channel.  A user whose data
-  carries a mask channel enables them with the grammar's ``add`` option, e.g. in a space config
-  ``grammar: {add: {compute: [masked_conv3k, masked_norm, masked_leakyrelu]}}`` or
-  ``einspace.load_grammar(add={"compute": ["masked_conv3k", "masked_norm", "masked_leakyrelu"]})``.
+  and ``masked_leakyrelu`` carry a mask in the last channel (see ``MASK_CONVENTION``).  The
+  seed-papers terminal set includes them so every paper's primitive is reachable; on an ordinary
+  feature map the "mask" is then whatever the last channel learns to be.  ``family_weights:
+  {masking: 0}`` drops them; with the einspace set a user whose data carries a mask channel adds
+  them with ``grammar: {add: {compute: [masked_conv3k, masked_norm, masked_leakyrelu]}}``.
 """
 
 from __future__ import annotations
@@ -463,7 +462,7 @@ class MaskedTerminal(Terminal):
     paper = MASKING
     seed_papers = (49,)
     reference = "SriramB-98/layer_masking sal_layers.py"
-    category = None  # opt in with the grammar's add option (see the module docstring)
+    category = "compute"
 
     def infer(self, x: Shape, ctx: Context) -> Shape | None:
         return x if mode_of(x) == "im" and x[0] >= 2 else None

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from einspace.blocks.registry import terminals
+from einspace.blocks.seed_papers import PRIMITIVE_PAPERS
 
 from .analysis import annotate
 from .config import load_space_config
@@ -131,7 +132,8 @@ def cmd_seeds(args) -> None:
 
 def cmd_terminals(args) -> None:
     rows = [{"name": t.name, "kind": t.kind.value, "modes": sorted(t.modes),
-             "family": t.family, "paper": t.paper, "category": t.category,
+             "family": t.family, "paper": t.paper, "seed_papers": list(t.seed_papers),
+             "category": t.category,
              "parameters": t.hyperparameters(), "description": t.description,
              "reference": t.reference} for t in terminals()]
     if args.json:
@@ -149,18 +151,19 @@ def cmd_terminals(args) -> None:
 
 
 def papers_table(rows: list[dict]) -> str:
-    """Markdown table: paper -> its terminals with kind and modes (the README's table)."""
-    by_paper: dict[str, list[dict]] = {}
+    """Markdown table: seed paper -> its terminals with kind and modes (the README's table)."""
+    by_paper: dict[int, list[dict]] = {number: [] for number in PRIMITIVE_PAPERS}
     for r in rows:
-        if r["family"] != "einspace":
-            by_paper.setdefault(r["paper"], []).append(r)
-    lines = ["| paper | terminals | kind | modes | family |", "|---|---|---|---|---|"]
-    for paper, items in sorted(by_paper.items()):
-        names = ", ".join(f"`{r['name']}`" for r in items)
+        for number in r["seed_papers"]:
+            by_paper.setdefault(number, []).append(r)
+    lines = ["| # | paper | terminals | kind | modes | family |", "|---|---|---|---|---|---|"]
+    for number, items in sorted(by_paper.items()):
+        names = ", ".join(f"`{r['name']}`" for r in items) or "—"
         kinds = ", ".join(sorted({r["kind"] for r in items}))
         modes = ", ".join(sorted({m for r in items for m in r["modes"]}))
         families = ", ".join(sorted({r["family"] for r in items}))
-        lines.append(f"| {paper} | {names} | {kinds} | {modes} | {families} |")
+        title = PRIMITIVE_PAPERS.get(number, items[0]["paper"] if items else "")
+        lines.append(f"| {number} | {title} | {names} | {kinds} | {modes} | {families} |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 import torch
-import torch.nn.functional as F
+from training import random_task, train_one_epoch
 
 import einspace
 from einspace.blocks import Kind, get
@@ -387,23 +387,8 @@ def test_seed_parses_builds_and_trains(seed):
     torch.manual_seed(0)
     shape = (3, 28, 28)
     net = einspace.build(d, shape, num_classes=10)
-    # 256 random images, each with a random colour cast; the label is the argmax of a fixed
-    # random linear map of the image (of its channel means), so one epoch visibly learns
-    gen = torch.Generator().manual_seed(0)
-    colour = torch.randn(256, 3, 1, 1, generator=gen)
-    images = 0.5 * torch.randn(256, *shape, generator=gen) + colour
-    labels = (images.mean((2, 3)) @ torch.randn(3, 10, generator=gen)).argmax(1)
-    optimiser = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    steps = len(images) // 32
-    for step in range(steps):
-        set_training_progress(net, step / steps)
-        batch = slice(32 * step, 32 * (step + 1))
-        loss = F.cross_entropy(net(images[batch]), labels[batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    images, labels = random_task(shape, colour_cast=True)
+    losses = train_one_epoch(net, images, labels)
     assert all(math.isfinite(v) for v in losses), losses
     assert losses[-1] < losses[0], losses
     net.eval()

@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 import torch
 from torch import nn
+from training import random_task, train_one_epoch
 
 import einspace
 from einspace.blocks import Kind, get
@@ -365,17 +366,7 @@ def test_mixed_network_trains_one_epoch():
     shape = (3, 28, 28)
     torch.manual_seed(0)
     net = einspace.build(d, shape, num_classes=10)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randn(256, *shape, generator=gen)
-    labels = (images.flatten(1) @ torch.randn(3 * 28 * 28, 10, generator=gen)).argmax(1)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    net.train()
-    for i in range(0, 256, 32):
-        loss = nn.functional.cross_entropy(net(images[i:i + 32]), labels[i:i + 32])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    images, labels = random_task(shape, colour_cast=True)
+    losses = train_one_epoch(net, images, labels)
     assert all(torch.isfinite(torch.tensor(losses))), losses
     assert losses[-1] < losses[0], losses

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from training import random_task, train_one_epoch
 
 import einspace
 from einspace.blocks import Kind, get, terminals
@@ -97,7 +98,7 @@ def test_registration():
         assert NAME_PATTERN.match(t.name) and t.kind == Kind.COMPUTATION
         assert t.family in FAMILIES and t.paper and t.reference and t.description
         assert t.hyperparameters()
-        assert t.category == (None if t.name in MASKED else "compute"), t.name
+        assert t.category == "compute", t.name
     assert {"scale0.1", "scale0.17", "scale0.2", "inception_resnet_a", "inception_resnet_b",
             "inception_resnet_c", "pixel_propagation", "lowrank_linear8", "lowrank_conv3k8r",
             "masked_conv3k"} <= NAMES
@@ -420,14 +421,15 @@ def test_masked_gradients(name):
     assert (x.grad[:, -1] == 0).all()  # the mask is data: no gradient flows into it
 
 
-def test_masked_in_architecture_and_reachable_with_add():
+def test_masked_in_architecture_and_reachable():
     text = ("(sequential (computation masked_conv3k) (sequential (computation masked_norm) "
             "(computation masked_leakyrelu)))")
     check_in_architecture(text, (4, 8, 8), "masked_conv3k")
-    seed_papers = einspace.load_grammar(terminal_set="seed-papers")
-    assert not set(MASKED) & {n for names in seed_papers.categories.values()
-                              for n, _ in names}
-    grammar = einspace.load_grammar(terminal_set="seed-papers", add={"compute": MASKED})
+    counts = sample_counts(einspace.load_grammar(terminal_set="seed-papers"), (4, 28, 28), 1000)
+    assert all(counts[n] > 0 for n in MASKED), counts
+    without = einspace.load_grammar(terminal_set="seed-papers", family_weights={"masking": 0})
+    assert not set(MASKED) & {n for names in without.categories.values() for n, _ in names}
+    grammar = einspace.load_grammar(add={"compute": MASKED})
     counts = sample_counts(grammar, (4, 28, 28), 1000)
     assert all(counts[n] > 0 for n in MASKED), counts
 
@@ -487,18 +489,9 @@ def test_seed_trains_one_epoch():
     """256 fixed random 3x16x16 images, labels the argmax of a fixed random linear map of the
     channel means; one epoch of SGD (lr 0.01, momentum 0.9, batch 32)."""
     shape = (3, 16, 16)
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(256, *shape, generator=g)
-    labels = (images.mean((2, 3)) @ torch.randn(3, 10, generator=g)).argmax(1)
+    images, labels = random_task(shape)
     torch.manual_seed(0)
     net = einspace.build(einspace.load_seed("inception_resnet"), shape, num_classes=10)
-    optimiser = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    for i in range(0, 256, 32):
-        loss = F.cross_entropy(net(images[i:i + 32]), labels[i:i + 32])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = train_one_epoch(net, images, labels)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0], losses

@@ -118,22 +118,22 @@ def test_unknown_seed():
         einspace.load_seed("resnet19")
 
 
-def test_bad_grammar_files(tmp_path):
-    missing = tmp_path / "missing.pcfg"
+MINIMAL_GRAMMAR = ("network -> sequential [{p}]\nsequential -> module module [1.0]\n"
+                   "module -> computation [1.0]\ncomputation -> compute [1.0]\n"
+                   "compute -> '{terminal}' [1.0]\n")
+
+
+@pytest.mark.parametrize("p,terminal,expected", [
+    (0.5, "norm", "network"),  # probabilities do not sum to 1
+    (1.0, "convolution", "unknown computation terminal 'convolution'"),
+])
+def test_bad_grammar_files(tmp_path, p, terminal, expected):
     with pytest.raises(GrammarError, match="does not exist"):
-        einspace.load_grammar(missing)
-    bad_prob = tmp_path / "bad.pcfg"
-    bad_prob.write_text("network -> sequential [0.5]\nsequential -> module module [1.0]\n"
-                        "module -> computation [1.0]\ncomputation -> compute [1.0]\n"
-                        "compute -> 'norm' [1.0]\n")
-    with pytest.raises(GrammarError, match="network"):
-        einspace.load_grammar(bad_prob)
-    unknown = tmp_path / "unknown.pcfg"
-    unknown.write_text("network -> sequential [1.0]\nsequential -> module module [1.0]\n"
-                       "module -> computation [1.0]\ncomputation -> compute [1.0]\n"
-                       "compute -> 'convolution' [1.0]\n")
-    with pytest.raises(GrammarError, match="unknown computation terminal 'convolution'"):
-        einspace.load_grammar(unknown)
+        einspace.load_grammar(tmp_path / "missing.pcfg")
+    grammar = tmp_path / "bad.pcfg"
+    grammar.write_text(MINIMAL_GRAMMAR.format(p=p, terminal=terminal))
+    with pytest.raises(GrammarError, match=expected):
+        einspace.load_grammar(grammar)
 
 
 def test_bad_overrides():

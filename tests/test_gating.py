@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from training import random_task, train_one_epoch
 
 import einspace
 from einspace.blocks import Kind, get
@@ -426,19 +427,9 @@ def test_terminator_seed_parses_builds_and_counts():
 
 def test_terminator_seed_trains_one_epoch():
     shape, classes = (3, 28, 28), 10
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(256, *shape, generator=generator)
-    labeller = torch.randn(math.prod(shape), classes, generator=generator)
-    labels = (images.flatten(1) @ labeller).argmax(dim=1)
+    images, labels = random_task(shape, classes, colour_cast=True)
     torch.manual_seed(0)
     net = einspace.build(einspace.load_seed("terminator"), shape, num_classes=classes)
-    optimiser = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    for i in range(0, 256, 32):
-        loss = F.cross_entropy(net(images[i:i + 32]), labels[i:i + 32])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = train_one_epoch(net, images, labels)
     assert all(math.isfinite(v) for v in losses), losses
     assert losses[-1] < losses[0], losses

@@ -276,3 +276,21 @@ def test_crossover_without_compatible_subtrees_raises():
     b = parse("(routing permute213 (computation norm) permute213)")
     with pytest.raises(SamplingError):
         einspace.crossover(a, b, shape, seed=0)
+
+
+# -- the seed-papers terminal set -------------------------------------------------------------
+
+PAPER_SAMPLER = einspace.Sampler(einspace.load_grammar(terminal_set="seed-papers"), BUDGET)
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (1, 24, 24), (1, 27, 18)], ids=shape_id)
+def test_seed_papers_samples_and_children(shape):
+    """Samples drawn with every paper primitive in the grammar, and their mutations, pass the
+    same checks."""
+    for seed in range(100):
+        d = einspace.sample(shape, seed=seed, sampler=PAPER_SAMPLER)
+        check_derivation(d, shape)
+        if seed % 4 == 0:
+            child = einspace.mutate(d, shape, seed=seed, sampler=PAPER_SAMPLER)
+            assert child != d
+            check_derivation(child, shape)

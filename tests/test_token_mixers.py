@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from training import random_task, train_one_epoch
 
 import einspace
 from einspace.blocks import Kind, get
@@ -381,30 +382,16 @@ def test_crate_seed_trains_one_epoch():
     """256 fixed random images, labels from a fixed random linear map; one epoch of SGD.  Every
     batch loss is finite and the loss on all 256 images drops over the epoch."""
     shape, classes = (3, 28, 28), 10
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(256, *shape, generator=g)
-    labels = (images.flatten(1) @ torch.randn(math.prod(shape), classes, generator=g)).argmax(1)
+    images, labels = random_task(shape, classes, colour_cast=True)
     torch.manual_seed(0)
     net = einspace.build(einspace.load_seed("crate"), shape, num_classes=classes)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     def full_loss():
         with torch.no_grad():
             return nn.functional.cross_entropy(net(images), labels).item()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # far faster than 2 threads on a shared 2-core machine
-    try:
-        first = full_loss()
-        losses = []
-        for i in range(0, 256, 32):
-            loss = nn.functional.cross_entropy(net(images[i:i + 32]), labels[i:i + 32])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        final = full_loss()
-    finally:
-        torch.set_num_threads(threads)
+    first = full_loss()
+    losses = train_one_epoch(net, images, labels)
+    final = full_loss()
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
     assert math.isfinite(final) and final < first
