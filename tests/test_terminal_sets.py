@@ -1,6 +1,7 @@
 """Terminal sets: the reference's terminals only, every seed-paper primitive added, or a list."""
 
 import pytest
+import torch
 
 import einspace
 from einspace import GrammarError, load_grammar
@@ -85,3 +86,32 @@ def test_terminal_set_from_yaml(tmp_path):
     space = einspace.load_space_config(config)
     assert {n for _, n in grammar_terminals(space.grammar)} == \
         {"linear16", "identity", "leakyrelu", "permute21"}
+
+
+def test_every_paper_primitive_trains_inside_a_sampled_architecture():
+    """For each primitive paper, the first sampled architecture (seed-papers set) that uses one
+    of its terminals builds, and a forward and backward pass give finite gradients."""
+    budget = einspace.Budget(max_params=2_000_000, max_flops=300_000_000,
+                             max_activations=5_000_000)
+    sampler = einspace.Sampler(load_grammar(terminal_set="seed-papers"), budget)
+    wanted = {number: {t.name for t in terminals() if number in t.seed_papers}
+              for number in PRIMITIVE_PAPERS}
+    found = {}
+    for seed in range(3000):
+        shape = (3, 28, 28) if seed % 2 else (1, 24, 24)
+        d = einspace.sample(shape, seed=seed, sampler=sampler)
+        used = {node for _, node in d.walk() if isinstance(node, str)}
+        for number, names in wanted.items():
+            if number not in found and used & names:
+                found[number] = (d, shape)
+        if len(found) == len(wanted):
+            break
+    assert set(found) == set(wanted), f"never sampled: {sorted(set(wanted) - set(found))}"
+    for number, (d, shape) in sorted(found.items()):
+        torch.manual_seed(0)
+        net = einspace.build(d, shape, num_classes=3)
+        loss = net(torch.randn(2, *shape)).square().mean()
+        loss.backward()
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        assert torch.isfinite(loss), number
+        assert all(torch.isfinite(g).all() for g in grads), number
