@@ -167,6 +167,31 @@ def papers_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cmd_tasks(args) -> None:
+    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
+    from einspace.tasks.registry import build_task, get_task, list_tasks
+
+    if args.tasks_command == "list":
+        for spec in list_tasks():
+            if args.json:
+                print(json.dumps(spec.summary()))
+            else:
+                shape = shape_str(spec.input_shape)
+                out = spec.num_classes or shape_str(spec.target_shape or ())
+                print(f"{spec.name:18s} {shape:10s} -> {str(out):8s} {spec.metric:16s} "
+                      f"{spec.description}")
+    elif args.tasks_command == "show":
+        info = get_task(args.name).summary()
+        if args.json:
+            print(json.dumps(info))
+        else:
+            for key, value in info.items():
+                print(f"{key:12s} {value}")
+    else:
+        directory = build_task(args.name, args.root, args.seed, args.size, args.force)
+        print(directory)
+
+
 def cmd_grammar(args) -> None:
     print(load_space_config(args.config).grammar.to_text(), end="")
 
@@ -203,6 +228,22 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a Markdown table of seed papers and their terminals")
     p.set_defaults(run=cmd_terminals)
 
+    p = sub.add_parser("tasks", help="built-in tasks: list, show, build")
+    tasks = p.add_subparsers(dest="tasks_command", parser_class=_Parser, metavar="ACTION",
+                             required=True)
+    q = tasks.add_parser("list", help="every built-in task")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q = tasks.add_parser("show", help="one task's specification")
+    q.add_argument("name")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q = tasks.add_parser("build", help="generate a task into the cache (or --root)")
+    q.add_argument("name")
+    q.add_argument("--root", help="directory to build into (default: the einspace cache)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--size", choices=["small", "default"], default="default")
+    q.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(run=cmd_tasks)
+
     p = sub.add_parser("grammar", help="print the active grammar (after config overrides)")
     p.add_argument("--config", help="YAML config with a grammar section")
     p.set_defaults(run=cmd_grammar)
@@ -214,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
-            raise UsageError("a command is required (sample, inspect, seeds, terminals, grammar); "
+            raise UsageError("a command is required (sample, inspect, seeds, terminals, tasks, grammar); "
                              "see einspace --help")
         args.run(args)
     except EinspaceError as e:

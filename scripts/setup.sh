@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up einspace in ./.venv: CPU torch pinned (GPU users: install your CUDA torch first and
-# skip the pin with EINSPACE_TORCH=skip), the package in editable mode, and the test tools.
+# skip the pin with EINSPACE_TORCH=skip), the package in editable mode, the test tools and the
+# packages the built-in tasks generate their data from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -11,5 +12,5 @@ fi
 if [ "${EINSPACE_TORCH:-cpu}" != "skip" ]; then
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,tasks]"
 .venv/bin/python -c "import nltk, torch, einspace; print('einspace ready: torch', torch.__version__)"

@@ -1,0 +1,75 @@
+"""The task registry: build into a cache, reuse it, load through the Unseen-NAS format, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from einspace.cli import main
+from einspace.tasks import registry
+from einspace.tasks.data import CLASSIFICATION, Split, TaskData
+from einspace.tasks.registry import TaskError, TaskSpec, build_task, get_task, load_task
+
+CALLS = []
+
+
+def make_stripes(seed: int, size: str) -> TaskData:
+    """Horizontal or vertical stripes on noise: a two-class toy task."""
+    CALLS.append((seed, size))
+    rng = np.random.RandomState(seed)
+    n = 16 if size == "small" else 64
+    splits = {}
+    for name in ("train", "valid", "test"):
+        y = rng.randint(0, 2, n).astype(np.int64)
+        x = rng.randn(n, 1, 6, 6).astype(np.float32)
+        x[y == 0, :, ::2, :] += 2.0
+        x[y == 1, :, :, ::2] += 2.0
+        splits[name] = Split(x, y)
+    return TaskData("stripes", (1, 6, 6), CLASSIFICATION, splits, num_classes=2,
+                    metadata={"codename": "stripes"})
+
+
+@pytest.fixture
+def stripes(monkeypatch):
+    spec = TaskSpec(name="stripes", description="stripes toy task", mirrors="none",
+                    input_shape=(1, 6, 6), task_type=CLASSIFICATION, metric="accuracy",
+                    source="numpy", install="pip install numpy", version="1",
+                    generator=make_stripes, num_classes=2)
+    monkeypatch.setitem(registry._TASKS, "stripes", spec)
+    CALLS.clear()
+    return spec
+
+
+def test_build_caches_and_load_reads_back(stripes, tmp_path):
+    first = build_task("stripes", tmp_path, seed=3, size="small")
+    again = build_task("stripes", tmp_path, seed=3, size="small")
+    assert first == again and CALLS == [(3, "small")]
+    data = load_task("stripes", tmp_path, seed=3, size="small")
+    expected = make_stripes(3, "small")
+    for name in ("train", "valid", "test"):
+        np.testing.assert_array_equal(data.split(name).x, expected.split(name).x)
+        np.testing.assert_array_equal(data.split(name).y, expected.split(name).y)
+    assert data.num_classes == 2 and data.input_shape == (1, 6, 6)
+    assert data.metadata["generator_version"] == "1" and data.metadata["seed"] == 3
+    build_task("stripes", tmp_path, seed=3, size="small", force=True)
+    assert len(CALLS) == 3  # the forced rebuild and the load's reference build above
+
+
+def test_unknown_task_and_size(stripes, tmp_path):
+    with pytest.raises(TaskError, match="did you mean stripes"):
+        get_task("stripe")
+    with pytest.raises(TaskError, match="size must be one of"):
+        build_task("stripes", tmp_path, size="huge")
+
+
+def test_cli_tasks_list_show_build(stripes, tmp_path, capsys):
+    assert main(["tasks", "list", "--json"]) == 0
+    names = [json.loads(line)["name"] for line in capsys.readouterr().out.splitlines()]
+    assert "stripes" in names
+    assert main(["tasks", "show", "stripes"]) == 0
+    assert "stripes toy task" in capsys.readouterr().out
+    assert main(["tasks", "build", "stripes", "--root", str(tmp_path), "--size", "small"]) == 0
+    built = capsys.readouterr().out.strip()
+    assert (tmp_path / built.rsplit("/", 1)[-1] / "train_x.npy").is_file()
+    assert main(["tasks", "show", "no-such-task"]) == 2
+    assert "unknown task" in capsys.readouterr().err
