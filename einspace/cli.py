@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
-            raise UsageError("a command is required (sample, inspect, seeds, terminals, tasks, grammar); "
-                             "see einspace --help")
+            raise UsageError("a command is required (sample, inspect, seeds, terminals, tasks, "
+                             "grammar); see einspace --help")
         args.run(args)
     except EinspaceError as e:
         print(f"einspace: error: {e}", file=sys.stderr)
