@@ -13,4 +13,8 @@ if [ "${EINSPACE_TORCH:-cpu}" != "skip" ]; then
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/python -m pip install --quiet -e ".[test,tasks]"
+# The chess endgame tables ship only in python-chess's source distribution; the chess task (and
+# its tests, which skip without them) read them from ~/.cache/einspace/syzygy.
+.venv/bin/python -m einspace.tasks.chess_wdl --fetch \
+    || echo "warning: could not fetch the chess endgame tables; the chess task is unavailable"
 .venv/bin/python -c "import nltk, torch, einspace; print('einspace ready: torch', torch.__version__)"
