@@ -42,12 +42,6 @@ MASK_CONVENTION = (
     "same layout, the updated mask in its last channel")
 
 
-class TerminalConv2d(nn.Conv2d):
-    """``nn.Conv2d`` built inside a terminal.  Its own type keeps it apart from the convolutions
-    the compiler's lowering makes out of routing(im2col, linear, col2im) (tests check that a
-    literal, unlowered network holds no ``nn.Conv2d``); ``isinstance(m, nn.Conv2d)`` still holds."""
-
-
 # -- Maestro low-rank layers --------------------------------------------------------------------
 
 class LowRankLinearModule(nn.Module):
@@ -89,8 +83,8 @@ class LowRankConvModule(LowRankLinearModule):
 
     def __init__(self, channels: int, rank: int, kernel: int):
         nn.Module.__init__(self)
-        self.down = TerminalConv2d(channels, rank, kernel, padding=kernel // 2, bias=False)
-        self.up = TerminalConv2d(rank, channels, 1)
+        self.down = nn.Conv2d(channels, rank, kernel, padding=kernel // 2, bias=False)
+        self.up = nn.Conv2d(rank, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.up(self.down(x))
@@ -229,7 +223,7 @@ class Scale(Terminal):
 
 def basic_conv(cin: int, cout: int, kh: int, kw: int) -> nn.Sequential:
     """Inception's BasicConv2d: conv (no bias, same padding) -> BatchNorm (eps 1e-3) -> ReLU."""
-    conv = TerminalConv2d(cin, cout, (kh, kw), padding=(kh // 2, kw // 2), bias=False)
+    conv = nn.Conv2d(cin, cout, (kh, kw), padding=(kh // 2, kw // 2), bias=False)
     return nn.Sequential(conv, nn.BatchNorm2d(cout, eps=1e-3), nn.ReLU())
 
 
@@ -242,7 +236,7 @@ class InceptionResNetModule(nn.Module):
             nn.Sequential(*[basic_conv(cin, cout, kh, kw) for cin, cout, kh, kw in branch])
             for branch in branches)
         concat = sum(branch[-1][1] for branch in branches)
-        self.project = TerminalConv2d(concat, channels, 1)
+        self.project = nn.Conv2d(concat, channels, 1)
         self.scale = scale
 
     def forward(self, x: Tensor) -> Tensor:
@@ -340,7 +334,7 @@ class PixelPropagationModule(nn.Module):
 
     def __init__(self, features: int, gamma: float, image: bool):
         super().__init__()
-        self.transform = (TerminalConv2d(features, features, 1) if image
+        self.transform = (nn.Conv2d(features, features, 1) if image
                           else nn.Linear(features, features))
         self.gamma = gamma
         self.image = image
@@ -417,7 +411,7 @@ class MaskedConvModule(nn.Module):
 
     def __init__(self, channels: int, kernel: int):
         super().__init__()
-        self.conv = TerminalConv2d(channels, channels, kernel, padding=kernel // 2)
+        self.conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
         self.kernel = kernel
         self.iterations = kernel
         self.eps = 1e-5

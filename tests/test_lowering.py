@@ -331,10 +331,22 @@ def test_seeds_lowered_equal_literal(name):
             assert len(modules_of(lowered, Attention)) == 16
     if name == "mlp_mixer":
         assert Residual in kinds
-    # the literal build holds no module the lowerings create (terminals may build their own
-    # convolutions, so only the lowering's exact types are checked)
-    assert not ({nn.Conv2d, Attention, MultiHeadAttention, Residual}
-                & {type(m) for m in literal.modules()})
+    # the literal build holds none of the lowerings' modules; convolutions that terminals build
+    # themselves are in both builds, so the lowered one holds one more per conv pattern
+    assert not ({Attention, MultiHeadAttention, Residual} & {type(m) for m in literal.modules()})
+    assert convolutions(lowered) - convolutions(literal) == conv_patterns(d)
+
+
+def convolutions(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in net.modules())
+
+
+def conv_patterns(d) -> int:
+    """routing(im2col, computation linear, col2im) nodes: what the conv lowering replaces."""
+    return sum(1 for _, n in d.walk()
+               if not isinstance(n, str) and n.label == "routing" and n.children[2] == "col2im"
+               and n.children[0].startswith("im2col") and n.children[1].label == "computation"
+               and n.children[1].children[0].startswith("linear"))
 
 
 # -- FLOPs ----------------------------------------------------------------------------------
