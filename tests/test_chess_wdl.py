@@ -13,7 +13,7 @@ import einspace
 from einspace.tasks import chess_wdl
 from einspace.tasks.data import Split, TaskData
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import TaskError, build_task, get_task, load_task
+from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
 
 chess = pytest.importorskip("chess", reason=f"install with `{chess_wdl.INSTALL}`")
@@ -98,17 +98,6 @@ def test_labels_match_the_tables(small):
         for x, y in zip(split.x[:30], split.y[:30], strict=True):
             wdl = tb.probe_wdl(_board(x))
             assert (0 if wdl == -2 else 2 if wdl == 2 else 1) == y
-
-
-def test_build_and_load_round_trip(tmp_path):
-    directory = build_task("chesseract_wdl", root=tmp_path, size="small", seed=1)
-    assert (directory / "metadata").is_file()
-    loaded = load_task("chesseract_wdl", root=tmp_path, size="small", seed=1)
-    fresh = chess_wdl.make_chesseract_wdl(1, "small")
-    assert loaded.input_shape == (12, 8, 8) and loaded.num_classes == 3
-    for name in ("train", "valid", "test"):
-        assert np.array_equal(loaded.splits[name].x, fresh.splits[name].x)
-        assert np.array_equal(loaded.splits[name].y, fresh.splits[name].y)
 
 
 def test_missing_package_names_the_install_command(monkeypatch):

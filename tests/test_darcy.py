@@ -23,7 +23,7 @@ from einspace.tasks.darcy import (
 )
 from einspace.tasks.data import REGRESSION
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import TaskError, build_task, get_task, load_task
+from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
 
 needs_source = pytest.mark.skipif(importlib.util.find_spec("scipy") is None,
@@ -112,19 +112,6 @@ def test_no_permeability_field_is_shared_between_splits(small):
     train, valid, test = fields("train"), fields("valid"), fields("test")
     assert len(train) == 120 and len(valid) == 40 and len(test) == 40  # no duplicates either
     assert not train & valid and not train & test and not valid & test
-
-
-@needs_source
-def test_build_writes_a_directory_load_task_reads_back(tmp_path, small):
-    directory = build_task(NAME, root=tmp_path, size="small")
-    assert (directory / "train_y.npy").is_file() and (directory / "metadata").is_file()
-    data = load_task(NAME, root=tmp_path, size="small")
-    assert data.task_type == REGRESSION and data.target_shape == SHAPE
-    for name in ("train", "valid", "test"):
-        np.testing.assert_array_equal(data.split(name).x, small.split(name).x)
-        np.testing.assert_array_equal(data.split(name).y, small.split(name).y)
-    assert data.metadata["metric"] == "neg_relative_l2"
-    assert data.metadata["target_scale"] == pytest.approx(small.metadata["target_scale"])
 
 
 def test_spec_is_registered():

@@ -24,7 +24,7 @@ from einspace.tasks.language import (
     read_vocabularies,
 )
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import TaskError, build_task, get_task, load_task
+from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
 
 needs_source = pytest.mark.skipif(importlib.util.find_spec("spellchecker") is None,
@@ -108,19 +108,6 @@ def test_encode_decode_round_trip():
     x = encode(words)
     assert x.shape == (1, 24, 24) and decode(x) == words
     assert x[0, 0, ALPHABET.index("a")] == 1 and x.sum() == 24
-
-
-@needs_source
-def test_build_writes_a_directory_load_task_reads_back(tmp_path, small):
-    directory = build_task(NAME, root=tmp_path, size="small")
-    assert (directory / "train_x.npy").is_file() and (directory / "metadata").is_file()
-    data = load_task(NAME, root=tmp_path, size="small")
-    assert data.num_classes == 9 and data.input_shape == (1, 24, 24)
-    for name in ("train", "valid", "test"):
-        np.testing.assert_array_equal(data.split(name).x, small.split(name).x)
-        np.testing.assert_array_equal(data.split(name).y, small.split(name).y)
-    assert data.metadata["source_sha256"] == small.metadata["source_sha256"]
-    assert data.metadata["metric"] == "accuracy" and data.metadata["generator_version"] == "1"
 
 
 def test_spec_is_registered():

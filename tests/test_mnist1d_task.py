@@ -14,7 +14,7 @@ import einspace
 from einspace.tasks import mnist1d_task
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import TaskError, build_task, get_task, load_task
+from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
 
 pytest.importorskip("mnist1d")
@@ -63,17 +63,6 @@ def test_no_signal_shared_between_splits():
     assert len(rows["train"]) == len(data.splits["train"])
     assert not rows["train"] & rows["valid"] and not rows["train"] & rows["test"]
     assert not rows["valid"] & rows["test"]
-
-
-def test_build_and_load_round_trip(tmp_path):
-    directory = build_task("mnist1d", root=tmp_path, size="small", seed=1)
-    assert (directory / "metadata").is_file()
-    loaded = load_task("mnist1d", root=tmp_path, size="small", seed=1)
-    fresh = mnist1d_task.make_mnist1d(1, "small")
-    assert loaded.input_shape == (1, 1, 40) and loaded.num_classes == 10
-    for name in ("train", "valid", "test"):
-        assert np.array_equal(loaded.splits[name].x, fresh.splits[name].x)
-        assert np.array_equal(loaded.splits[name].y, fresh.splits[name].y)
 
 
 def test_missing_package_names_the_install_command(monkeypatch):

@@ -9,6 +9,7 @@ from einspace.cli import main
 from einspace.tasks import registry
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
 from einspace.tasks.registry import TaskError, TaskSpec, build_task, get_task, load_task
+from einspace.tasks.unseen_nas import normalize_metadata
 
 CALLS = []
 
@@ -73,3 +74,34 @@ def test_cli_tasks_list_show_build(stripes, tmp_path, capsys):
     assert (tmp_path / built.rsplit("/", 1)[-1] / "train_x.npy").is_file()
     assert main(["tasks", "show", "no-such-task"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def _builtin_names() -> list[str]:
+    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
+
+    return [spec.name for spec in registry.list_tasks()]
+
+
+@pytest.mark.parametrize("name", _builtin_names())
+def test_every_builtin_task_round_trips_through_the_cache(name, tmp_path):
+    """build_task writes the real format; load_task reads back exactly what the generator made,
+    with the spec's shapes and every metadata entry kept."""
+    spec = get_task(name)
+    try:
+        fresh = spec.generator(1, "small")
+    except TaskError as e:
+        pytest.skip(str(e))
+    directory = build_task(name, tmp_path, seed=1, size="small")
+    assert (directory / "metadata").is_file() and (directory / "train_x.npy").is_file()
+    loaded = load_task(name, tmp_path, seed=1, size="small")
+    assert loaded.input_shape == spec.input_shape and loaded.task_type == spec.task_type
+    assert loaded.num_classes == spec.num_classes == fresh.num_classes
+    assert loaded.target_shape == spec.target_shape
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(loaded.split(split).x, fresh.split(split).x)
+        np.testing.assert_array_equal(loaded.split(split).y, fresh.split(split).y)
+    for key, value in normalize_metadata(fresh.metadata).items():
+        assert loaded.metadata[key] == (pytest.approx(value) if isinstance(value, float)
+                                        else value), key
+    assert loaded.metadata["metric"] == spec.metric
+    assert loaded.metadata["generator_version"] == spec.version
