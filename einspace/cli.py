@@ -188,7 +188,11 @@ def cmd_tasks(args) -> None:
             for key, value in info.items():
                 print(f"{key:12s} {value}")
     else:
-        directory = build_task(args.name, args.root, args.seed, args.size, args.force)
+        try:
+            directory = build_task(args.name, args.root, args.seed, args.size, args.force)
+        except OSError as e:
+            raise EinspaceError(f"cannot write task {args.name!r}: {e.strerror}: "
+                                f"{e.filename}") from None
         print(directory)
 
 

@@ -74,6 +74,11 @@ def test_cli_tasks_list_show_build(stripes, tmp_path, capsys):
     assert (tmp_path / built.rsplit("/", 1)[-1] / "train_x.npy").is_file()
     assert main(["tasks", "show", "no-such-task"]) == 2
     assert "unknown task" in capsys.readouterr().err
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    assert main(["tasks", "build", "stripes", "--root", str(blocked), "--size", "small"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write task 'stripes'" in err
 
 
 def _builtin_names() -> list[str]:
