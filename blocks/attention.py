@@ -289,7 +289,7 @@ class SLAModule(nn.Module):
         q = torch.relu(qkv[0])
         k = torch.relu(qkv[1] + self.positional_encoding)
         v = qkv[2]
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32  # at least fp32
+        work = torch.promote_types(x.dtype, torch.float32)  # at least fp32 (traceable)
         q = q.reshape(b, n, h, c).transpose(1, 2).reshape(b * h, n, c).to(work)
         k = k.reshape(b, n, h, c).transpose(1, 2).reshape(b * h, n, c).to(work)
         v = v.reshape(b, n, h, c).transpose(1, 2).reshape(b * h, n, c).to(work)

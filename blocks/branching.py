@@ -33,7 +33,8 @@ class SplitModule(nn.Module):
         self.dim = dim
 
     def forward(self, x: Tensor) -> List[Tensor]:
-        return list(torch.chunk(x, self.k, self.dim))
+        parts = torch.chunk(x, self.k, self.dim)  # exactly k: infer admits only divisible sizes
+        return [parts[i] for i in range(self.k)]  # indexed, not list(): torch.fx can trace it
 
 
 class Clone(Terminal):

@@ -418,8 +418,8 @@ class MaskedConvModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         data, mask = split_mask(x)
-        c = data.size(1)
-        ones = torch.ones(c, 1, 3, 3, dtype=x.dtype, device=x.device)
+        c = self.conv.in_channels  # static, so exported graphs keep a fixed kernel shape
+        ones = data.new_ones((c, 1, 3, 3))
         img = data * mask
         fill_mask = mask
         for _ in range(self.iterations):

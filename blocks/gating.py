@@ -582,7 +582,8 @@ class RoutedSkipModule(nn.Module):
     def forward(self, xs: List[Tensor]) -> Tensor:
         fx, x = xs[0], xs[1]
         p = torch.sigmoid(self.router_out(torch.relu(self.router_in(_pool(x, self.image)))))
-        for _ in range(x.dim() - 2):
+        p = p.unsqueeze(-1)  # (B, 1, 1) for tokens, (B, 1, 1, 1) for images
+        if self.image:
             p = p.unsqueeze(-1)
         if self.training:
             return p * fx + (1.0 - p) * x

@@ -1,4 +1,4 @@
-"""The ``einspace`` command: sample, inspect, seeds, grammar.
+"""The ``einspace`` command: sample, inspect, seeds, terminals, tasks, grammar.
 
 Every input error (bad architecture text, impossible shape, unknown seed, bad config, bad
 arguments) ends with a one-line ``einspace: error: ...`` on stderr and exit status 2.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from einspace.blocks.registry import terminals
 from einspace.blocks.seed_papers import PRIMITIVE_PAPERS
+from einspace.tasks.baseline import DEFAULT_RESULTS
 
 from .analysis import annotate
 from .config import load_space_config
@@ -54,6 +55,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
     return value
 
 
@@ -109,15 +120,37 @@ def cmd_inspect(args) -> None:
         except OSError as e:
             raise EinspaceError(f"cannot write graph {args.graph}: {e.strerror}") from None
         info["graph"] = str(args.graph)
+    if args.tree:
+        from .tree_picture import write_tree
+        try:
+            write_tree(annotation, args.tree)
+        except OSError as e:
+            raise EinspaceError(f"cannot write tree {args.tree}: {e.strerror}") from None
+        info["tree"] = str(args.tree)
+    trained = None
+    if args.weights:
+        from .trained import trained_weights
+        trained = trained_weights(derivation, args.input_shape, args.weights, args.num_classes)
+        info["weights"] = trained.to_json()
     if args.json:
         print(json.dumps(info))
         return
-    print(render_tree(annotation))
+    print(render_tree(annotation, trained.columns(derivation) if trained else None))
     print(f"\nhash {info['hash']}  params {info['params']:,}  FLOPs {info['flops']:,}  "
           f"activations {info['activations']:,}  nodes {info['nodes']}  depth {info['depth']}"
           f"  output {shape_str(annotation.output_shape)} ({info['output_mode']})")
+    if trained:
+        print(trained.footer())
     if args.graph:
         print(f"data-flow graph written to {args.graph}")
+    if args.tree:
+        print(f"derivation tree written to {args.tree}")
+
+
+def cmd_report(args) -> None:
+    from einspace.search.report import write_report
+
+    print(write_report(args.run_dir, args.out, top_k=args.top_k, graphs=args.graphs).text)
 
 
 def cmd_seeds(args) -> None:
@@ -187,6 +220,8 @@ def cmd_tasks(args) -> None:
         else:
             for key, value in info.items():
                 print(f"{key:12s} {value}")
+    elif args.tasks_command == "baseline":
+        cmd_tasks_baseline(args)
     else:
         try:
             directory = build_task(args.name, args.root, args.seed, args.size, args.force)
@@ -194,6 +229,46 @@ def cmd_tasks(args) -> None:
             raise EinspaceError(f"cannot write task {args.name!r}: {e.strerror}: "
                                 f"{e.filename}") from None
         print(directory)
+
+
+def cmd_tasks_baseline(args) -> None:
+    """Train a seed (or any architecture) on a task with its recipe; print and record the score.
+    A run that fails to train is recorded, then reported as an error."""
+    from einspace.tasks.baseline import append_record, run_baseline
+    from einspace.tasks.registry import get_task
+
+    if not args.name.startswith("unseen:"):
+        get_task(args.name)  # an unknown name fails before the architecture is parsed
+    derivation = load_arch(args.arch)
+    overrides = {"seed": args.seed}
+    if args.epochs is not None:
+        overrides["eval_epochs" if args.final else "epochs"] = args.epochs
+    if args.seconds is not None:
+        overrides["max_seconds"] = args.seconds
+
+    def progress(epoch: int, metrics: dict) -> None:
+        if not args.json:
+            print(f"  epoch {epoch}  loss {metrics['train_loss']:.4f}  score "
+                  f"{metrics['score']:.4f}  {metrics['seconds']:.1f} s", file=sys.stderr)
+
+    record = run_baseline(args.name, derivation,
+                          args.arch if args.arch in seed_names() else derivation.text,
+                          overrides, final=args.final, root=args.root, size=args.size,
+                          callback=progress)
+    try:
+        out = append_record(record, args.out)
+    except OSError as e:
+        raise EinspaceError(f"cannot write results file {args.out}: {e.strerror}") from None
+    if record["status"] == "failed":
+        raise EinspaceError(f"{args.arch} failed to train on {args.name}: {record['reason']} "
+                            f"(recorded in {out})")
+    if args.json:
+        print(json.dumps(record))
+        return
+    name = args.arch if args.arch in seed_names() else record["hash"]
+    print(f"{args.name} {name}: {record['metric']} {record['score']:.4f} on "
+          f"{record['eval_split']}  epochs {record['epochs']}/{record['planned_epochs']}  "
+          f"{record['seconds']:.1f} s  params {record['params']:,}  (recorded in {out})")
 
 
 def cmd_grammar(args) -> None:
@@ -219,8 +294,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=input_shape, required=True, help="C,H,W or N,D")
     p.add_argument("--num-classes", type=positive_int, help="count a classification head too")
     p.add_argument("--graph", help="write the data-flow graph (.png, .dot or .graphml)")
+    p.add_argument("--tree", help="write the derivation tree (.png, .dot or .graphml)")
+    p.add_argument("--weights", metavar="FILE", help="a trained state_dict (RUN/weights/"
+                   "trial-N.pt): show its parameters and L2 norm per node")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("report", help="summarise a search run: text, figures, an HTML page")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="report directory (default RUN_DIR/report)")
+    p.add_argument("--top-k", type=positive_int, default=10,
+                   help="candidates listed and compared in the terminal figure (default 10)")
+    p.add_argument("--graphs", type=int, default=5,
+                   help="data-flow graphs of the best N candidates (default 5; 0 for none)")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("seeds", help="list the shipped seed architectures")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -232,7 +319,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a Markdown table of seed papers and their terminals")
     p.set_defaults(run=cmd_terminals)
 
-    p = sub.add_parser("tasks", help="built-in tasks: list, show, build")
+    p = sub.add_parser("tasks", help="built-in tasks: list, show, build, baseline")
     tasks = p.add_subparsers(dest="tasks_command", parser_class=_Parser, metavar="ACTION",
                              required=True)
     q = tasks.add_parser("list", help="every built-in task")
@@ -246,11 +333,34 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--size", choices=["small", "default"], default="default")
     q.add_argument("--force", action="store_true", help="rebuild even if cached")
+    q = tasks.add_parser("baseline", help="train an architecture with the task's recipe and "
+                         "record its score")
+    q.add_argument("name", help="a built-in task or unseen:/path/to/dir")
+    q.add_argument("--arch", required=True,
+                   help="a seed name (mlp, resnet18, ...), derivation text, or a file holding it")
+    q.add_argument("--epochs", type=positive_int,
+                   help="epochs instead of the recipe's (its eval_epochs with --final)")
+    q.add_argument("--seconds", type=positive_float, help="stop after the epoch that passes S s")
+    q.add_argument("--final", action="store_true",
+                   help="retrain on train+valid for the recipe's eval_epochs and score test")
+    q.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    q.add_argument("--size", choices=["small", "default"], default="default",
+                   help="task size of a built-in task (default: default)")
+    q.add_argument("--root", help="where built-in tasks are built (default: the einspace cache)")
+    q.add_argument("--out", default=str(DEFAULT_RESULTS),
+                   help=f"JSON-lines file the record is appended to (default {DEFAULT_RESULTS})")
+    q.add_argument("--json", action="store_true", help="print the record as one JSON object")
     p.set_defaults(run=cmd_tasks)
 
     p = sub.add_parser("grammar", help="print the active grammar (after config overrides)")
     p.add_argument("--config", help="YAML config with a grammar section")
     p.set_defaults(run=cmd_grammar)
+
+    from einspace.search.commands import add_search_commands
+    add_search_commands(sub, positive_int, positive_float)
+
+    from .export.command import add_export_command
+    add_export_command(sub, input_shape, positive_int)
     return parser
 
 

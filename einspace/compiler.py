@@ -37,11 +37,27 @@ def build(derivation: Derivation, input_shape, num_classes: int | None = None,
           output_shape=None, lower: bool = True) -> Network:
     """The network for ``input_shape`` (no batch dim), with a classification head for
     ``num_classes`` or a dense head for ``output_shape``, or no head when both are None."""
+    return build_traced(derivation, input_shape, num_classes, output_shape, lower)[0]
+
+
+def build_traced(derivation: Derivation, input_shape, num_classes: int | None = None,
+                 output_shape=None, lower: bool = True
+                 ) -> tuple[Network, dict[str, tuple[int, ...]]]:
+    """``build``, plus where each backbone module came from: its qualified name (as in
+    ``named_modules``) -> the path of the derivation node it was compiled from.
+
+    Flattening and lowering mean module names do not follow derivation paths, so tools that
+    attribute trained weights to nodes need this map.  A lowered or fused module maps to the
+    production it replaces; the head maps to nothing (it is not part of the derivation)."""
     target = check_target(num_classes, output_shape)
     annotation = annotate(derivation, input_shape)
-    backbone = Compiler(annotation, lower).module(derivation, ())
+    compiler = Compiler(annotation, lower)
+    backbone = compiler.module(derivation, ())
     head = make_head(annotation.output_shape, num_classes, target)
-    return Network(backbone, head, derivation.text)
+    network = Network(backbone, head, derivation.text)
+    origins = {name: compiler.origins[id(module)][1]
+               for name, module in network.named_modules() if id(module) in compiler.origins}
+    return network, origins
 
 
 class Compiler:
@@ -50,12 +66,23 @@ class Compiler:
     def __init__(self, annotation: Annotation, lower: bool = True):
         self.annotation = annotation
         self.lower = lower
+        #: id(module) -> (module, derivation path) of every module built; holding the module keeps
+        #: its id from being reused.  The first record wins: a module passed up unchanged (a
+        #: one-element chain) keeps the deepest node it came from.
+        self.origins: dict[int, tuple[nn.Module, tuple[int, ...]]] = {}
+
+    def _record(self, module: nn.Module, path: tuple[int, ...]) -> nn.Module:
+        self.origins.setdefault(id(module), (module, path))
+        return module
 
     def terminal(self, kind: Kind, path: tuple[int, ...]) -> nn.Module:
         info = self.annotation[path]
-        return get(kind, info.node).build(info.input, info.context)
+        return self._record(get(kind, info.node).build(info.input, info.context), path)
 
     def module(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+        return self._record(self._module(node, path), path)
+
+    def _module(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
         if self.lower:
             for rule in (self._conv, self._multihead, self._attention, self._residual):
                 lowered = rule(node, path)

@@ -35,16 +35,19 @@ class DenseHead(nn.Module):
         self.out_channels, self.height, self.width = target
         width = features[0] if self.image else features[-1]
         self.tokens = 0 if self.image else features[0]
+        # Decided at build time (not by comparing shapes in forward) so torch.fx can trace it.
+        self.pool = (tuple(features[1:]) != (self.height, self.width) if self.image
+                     else self.tokens != self.height * self.width)
         self.proj = (nn.Conv2d(width, self.out_channels, 1) if self.image
                      else nn.Linear(width, self.out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.image:
-            if x.shape[-2:] != (self.height, self.width):
+            if self.pool:
                 x = F.adaptive_avg_pool2d(x, (self.height, self.width))
             return self.proj(x)
         y = self.proj(x).transpose(1, 2)
-        if self.tokens != self.height * self.width:
+        if self.pool:
             y = F.adaptive_avg_pool1d(y, self.height * self.width)
         return y.reshape(y.size(0), self.out_channels, self.height, self.width)
 

@@ -44,16 +44,22 @@ def summary(annotation: Annotation) -> dict:
             "built_nodes": annotation.cost.nodes, "depth": d.depth}
 
 
-def render_tree(annotation: Annotation) -> str:
-    """The derivation as an indented tree, one line per node with shapes and costs."""
-    rows: list[tuple[str, str, str, str]] = []
+def render_tree(annotation: Annotation,
+                columns: dict[str, dict[tuple[int, ...], str]] | None = None) -> str:
+    """The derivation as an indented tree, one line per node with shapes and costs; each of
+    ``columns`` (header -> text per node path) adds a right-aligned column."""
+    rows: list[tuple] = []
     _rows(annotation, (), "", "", rows)
-    width = max(len(r[0]) for r in rows)
-    shape_w = max(len(r[1]) for r in rows)
+    extra = columns or {}
+    width = max(len(r[1]) for r in rows)
+    shape_w = max(len(r[2]) for r in rows)
+    widths = {h: max([8, len(h)] + [len(c.get(r[0], "")) for r in rows])
+              for h, c in extra.items()}
     lines = [f"{label.ljust(width)}  {shapes.ljust(shape_w)}  {params:>8}  {flops:>8}"
-             for label, shapes, params, flops in rows]
+             + "".join(f"  {c.get(path, ''):>{widths[h]}}" for h, c in extra.items())
+             for path, label, shapes, params, flops in rows]
     header = f"{'node'.ljust(width)}  {'input → output'.ljust(shape_w)}  {'params':>8}  " \
-             f"{'FLOPs':>8}"
+             f"{'FLOPs':>8}" + "".join(f"  {h:>{widths[h]}}" for h in extra)
     return "\n".join([header] + lines)
 
 
@@ -73,7 +79,7 @@ def _rows(annotation: Annotation, path, prefix: str, child_prefix: str, rows: li
     if copies > 1 and isinstance(node, Derivation):
         label += f" ×{copies}"
     out = info.output if info.output is not None else ()
-    rows.append((prefix + label, f"{shape_str(info.input)} → {shape_str(out)}",
+    rows.append((path, prefix + label, f"{shape_str(info.input)} → {shape_str(out)}",
                  human(info.cost.params), human(info.cost.flops)))
     for n, i in enumerate(children):
         last = n == len(children) - 1

@@ -12,7 +12,22 @@ fi
 if [ "${EINSPACE_TORCH:-cpu}" != "skip" ]; then
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[test,tasks]"
+.venv/bin/python -m pip install --quiet -e ".[test,tasks,export]"
+# The Debian packages the gutenberg_lite and fashiontile tasks read (their tests skip without
+# them): installed as root or with passwordless sudo; `apt-get update` only if a first try fails.
+AS_ROOT=""
+[ "$(id -u)" = 0 ] || AS_ROOT="sudo -n"
+apt_install() {
+    $AS_ROOT env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        fortunes dataset-fashion-mnist
+}
+if command -v apt-get >/dev/null && { [ -z "$AS_ROOT" ] || sudo -n true 2>/dev/null; }; then
+    apt_install || { $AS_ROOT apt-get update -q && apt_install; } \
+        || echo "warning: could not install fortunes and dataset-fashion-mnist (apt-get failed)"
+else
+    echo "warning: fortunes and dataset-fashion-mnist not installed (needs apt-get and root or" \
+        "passwordless sudo); the gutenberg_lite and fashiontile tasks are unavailable"
+fi
 # The chess endgame tables ship only in python-chess's source distribution; the chess task (and
 # its tests, which skip without them) read them from ~/.cache/einspace/syzygy.
 .venv/bin/python -m einspace.tasks.chess_wdl --fetch \

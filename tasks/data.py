@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from einspace.errors import ConfigError
+
 SPLITS = ("train", "valid", "test")
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -43,3 +45,26 @@ class TaskData:
 
     def split(self, name: str) -> Split:
         return self.splits[name]
+
+    def for_final(self) -> TaskData:
+        """The view of the final evaluation (the einspace protocol): ``train`` is train + valid
+        concatenated, ``valid`` is the test split, so ``train(..., data.for_final())`` retrains
+        on everything but the test set and reports the test score.  There is no ``test`` split
+        in the view, so nothing can score on it twice.
+
+        Concatenation reads memory-mapped arrays into memory; the built-in tasks are a few tens
+        of MB, but a large real dataset needs train + valid to fit in RAM.  Raises
+        :class:`~einspace.errors.ConfigError` when a split is missing or has no targets (a
+        competition's withheld test labels)."""
+        for name in SPLITS:
+            if name not in self.splits:
+                raise ConfigError(f"task {self.name!r} has no {name!r} split, so it has no final "
+                                  f"evaluation; its splits: {', '.join(sorted(self.splits))}")
+            if self.splits[name].y is None:
+                raise ConfigError(f"task {self.name!r} has no {name} labels (withheld?), so it "
+                                  f"cannot be scored on test after retraining on train + valid")
+        train, valid = self.splits["train"], self.splits["valid"]
+        joined = Split(np.concatenate([train.x, valid.x]), np.concatenate([train.y, valid.y]))
+        return TaskData(self.name, self.input_shape, self.task_type,
+                        {"train": joined, "valid": self.splits["test"]}, self.num_classes,
+                        self.target_shape, self.metadata)

@@ -14,6 +14,13 @@ planned steps (``epochs`` x steps per epoch): ``lr_t = lr * (1 + cos(pi * t / T)
 reference stepped ``CosineAnnealingLR`` once per epoch, which with 8 epochs is a staircase of 8
 values; per step is the same curve without the stairs.  ``"constant"`` keeps ``lr``.
 A time budget (``max_seconds``) caps a run but does not shorten the schedule.
+
+``techniques`` enables the seed papers' training techniques (gradient noise, TrAct, guidance, ...),
+each off by default; :mod:`einspace.tasks.techniques` lists them with their options::
+
+    recipe = Recipe.from_dict({"techniques": {"grad_noise": {"eta": 0.01}, "tract": True}})
+
+A ``techniques`` mapping replaces the base recipe's techniques as a whole.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from einspace.errors import ConfigError
+
+from .techniques import Techniques
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -54,8 +63,14 @@ class Recipe:
     seed: int = 0
     device: str = "auto"
     metric: str = "auto"
+    techniques: Techniques = Techniques()
 
     def __post_init__(self) -> None:
+        if self.techniques is None or isinstance(self.techniques, dict):
+            object.__setattr__(self, "techniques", Techniques.from_dict(self.techniques))
+        elif not isinstance(self.techniques, Techniques):
+            raise ConfigError(f"recipe.techniques must be a mapping of technique names to "
+                              f"options, got {type(self.techniques).__name__}")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("metric", self.metric, METRICS)
@@ -105,7 +120,9 @@ class Recipe:
         return replace(self, epochs=self.eval_epochs)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["techniques"] = self.techniques.to_dict()
+        return data
 
 
 _FLOAT_KEYS = {"lr", "momentum", "weight_decay", "max_seconds"}

@@ -3,7 +3,8 @@
 A built-in task is a :class:`TaskSpec` whose generator makes its splits deterministically from a
 seed; ``build_task`` writes them in the real Unseen-NAS format (``unseen_nas.write_unseen_nas``) so
 one loader serves real and built-in data, and a second build with the same name, version, seed and
-size reuses the files.  ``load_task`` takes a built-in name or ``unseen:/path`` for real data.
+size reuses the files.  ``load_task`` takes a built-in name or ``unseen:/path`` for real data;
+``task_recipe`` gives the training recipe that goes with either.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from einspace.errors import EinspaceError
 
 from .data import TaskData
+from .recipe import Recipe
 from .unseen_nas import load_unseen_nas, task_from_spec, write_unseen_nas
 
 SIZES = ("small", "default")
@@ -120,3 +122,19 @@ def load_task(spec: str, root: str | Path | None = None, seed: int = 0,
     data = load_unseen_nas(directory)
     return TaskData(spec, data.input_shape, data.task_type, data.splits, data.num_classes,
                     data.target_shape, data.metadata)
+
+
+def task_recipe(spec: str, overrides: dict | None = None) -> Recipe:
+    """The recipe a task is trained with: the defaults, then the task's own settings, then
+    ``overrides`` (a user's flags or a YAML ``training:`` mapping, read by
+    :meth:`Recipe.from_dict`), each layer validated by :class:`Recipe`.
+
+    A built-in task's settings are its ``TaskSpec.recipe`` on top of its ``metric`` (so darcy
+    is scored by relative L2, not the regression default of MSE); an ``unseen:`` directory has
+    no settings of its own and gets the reference defaults.  This is the one place that layers
+    them, so a baseline and a search score a task the same way."""
+    recipe = Recipe()
+    if not spec.startswith("unseen:"):
+        task = get_task(spec)
+        recipe = recipe.with_overrides(**{"metric": task.metric, **task.recipe})
+    return Recipe.from_dict(overrides, base=recipe)

@@ -18,6 +18,9 @@ What happens, in order (the differences from the reference trainer are deliberat
   ``set_training_progress(model, steps_done / total_steps)`` before every step and once more after
   each epoch, so the buffer is exactly 1 after the last step.  The learning-rate schedule is
   described in :mod:`einspace.tasks.recipe` (cosine per step).
+* **Techniques** (``Recipe.techniques``, :mod:`einspace.tasks.techniques`) attach to the model
+  before the optimiser is made, then act on the batch, the loss and the gradient of every step;
+  with none enabled a step is exactly the plain one.  ``train_loss`` includes their terms.
 * **Scoring**: the eval split is scored after every epoch (never on the untrained model); the
   candidate's ``score`` is the *last* epoch's score (as in the reference).  Higher is better:
   accuracy in [0, 1] for classification, minus the MSE for regression (``Recipe.metric``
@@ -59,6 +62,7 @@ from einspace.errors import ConfigError
 
 from .data import CLASSIFICATION, REGRESSION, Split, TaskData
 from .recipe import Recipe
+from .techniques import TrainingTechniques
 
 OK, FAILED, STOPPED = "ok", "failed", "stopped"
 OUT_OF_MEMORY = "out of memory"
@@ -426,6 +430,8 @@ class _Run:
         self.total_steps = self.steps_per_epoch * recipe.epochs
         self.step = 0
         self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.techniques = TrainingTechniques(recipe.techniques, data, device, recipe.seed,
+                                             lambda: _autocast(device))
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -437,7 +443,8 @@ class _Run:
         if self.train_feed.channels_last:
             model.to(memory_format=torch.channels_last)
         r = self.recipe
-        params = [p for p in model.parameters() if p.requires_grad]
+        extra = self.techniques.attach(model)
+        params = [p for p in model.parameters() if p.requires_grad] + extra
         if r.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum,
                                              weight_decay=r.weight_decay)
@@ -463,13 +470,16 @@ class _Run:
                 group["lr"] = lr
             index, _ = order[b * self.batch_size:(b + 1) * self.batch_size].sort()
             x, y = feed.batch(index)
+            x = self.techniques.augment(x)
             with _autocast(self.device):
                 out = model(x)
             out = out.float()
             _check_output(out, y, feed.classification, self.data.num_classes)
             loss = F.cross_entropy(out, y) if feed.classification else F.mse_loss(out, y)
+            loss = self.techniques.loss(model, x, y, out, loss, feed.classification)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.techniques.before_step(optimizer, self.step)
             optimizer.step()
             total += loss.detach()
             self.step += 1
@@ -535,6 +545,8 @@ def train(model_or_builder: nn.Module | Callable[[], nn.Module], data: TaskData,
                     break
         except _Failed as failure:
             status, reason = FAILED, failure.args[0]
+        finally:
+            run.techniques.detach()
     model = run.model
     run.model = run.optimizer = None
     if status == FAILED:

@@ -1,0 +1,150 @@
+"""ONNX export with the TorchScript-based ``torch.onnx.export`` (``dynamo=False``), checked with
+``onnx.checker``.  The batch dimension is dynamic unless a node needs it fixed (a convolution
+grouped per sample, as in HyperZ·Z·W's local hyper-kernels): then it is the sample's, and the card
+says which node.
+
+Why not the dynamo exporter: on the seeds it is 4-10 times slower and fails where this one does.
+One gap of this exporter is closed here: adaptive average pooling to a size that does not divide
+the input (HyperZ·Z·W's context pooling, dense heads) has no ONNX operator, but with the input
+sizes fixed it is a linear map, so it is written as products with constant pooling matrices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.onnx import symbolic_helper
+
+from .culprit import find_culprit
+from .errors import ExportError, first_line
+from .locate import Place
+
+FILE = "model.onnx"
+OPSET = 17
+POOLS = ("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
+INSTALL = "pip install 'einspace[export]'"
+
+
+def pooling_matrix(size: int, out: int) -> torch.Tensor:
+    """(out, size): row i averages the window torch's adaptive pooling gives output i."""
+    matrix = torch.zeros(out, size)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+@symbolic_helper.parse_args("v", "is")
+def _adaptive_avg_pool(g, x, out: list[int]):
+    """Symbolic of adaptive average pooling over the last ``len(out)`` dims."""
+    sizes = x.type().varyingSizes()[-len(out):]  # the batch dim may be dynamic, these not
+    if all(s % o == 0 for s, o in zip(sizes, out, strict=True)):
+        kernel = [s // o for s, o in zip(sizes, out, strict=True)]
+        return g.op("AveragePool", x, kernel_shape_i=kernel, strides_i=kernel)
+    columns = pooling_matrix(sizes[-1], out[-1]).T.contiguous()
+    y = g.op("MatMul", x, g.op("Constant", value_t=columns))
+    if len(out) == 2:
+        y = g.op("MatMul", g.op("Constant", value_t=pooling_matrix(sizes[0], out[0])), y)
+    return y
+
+
+@contextlib.contextmanager
+def _pooling_symbolics():
+    """Use :func:`_adaptive_avg_pool` for the duration of one export only."""
+    for name in POOLS:
+        torch.onnx.register_custom_op_symbolic(name, _adaptive_avg_pool, OPSET)
+    try:
+        yield
+    finally:
+        for name in POOLS:
+            torch.onnx.unregister_custom_op_symbolic(name, OPSET)
+
+
+class _Unpacked(nn.Module):
+    """An aggregation module (list input) with its tensors as separate inputs."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *xs: Tensor):
+        return self.module(list(xs))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No warnings, and no graph dumps: the exporter switches its C++ log (which writes to the
+    process's stdout) on for every export and never back off, so a failing export prints the
+    whole graph.  The log state is restored and stdout silenced at the file-descriptor level."""
+    logging = torch._C._jit_is_onnx_log_enabled()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        torch._C._jit_set_onnx_log_enabled(logging)
+
+
+def _export(module: nn.Module, args: tuple, target, dynamic: bool) -> None:
+    if len(args) == 1 and isinstance(args[0], list):
+        module, args = _Unpacked(module), tuple(args[0])
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+    with _pooling_symbolics(), _quiet():
+        torch.onnx.export(module, args, target, dynamo=False, opset_version=OPSET,
+                          input_names=["input"], output_names=["output"], dynamic_axes=axes)
+
+
+def export_onnx(network: nn.Module, sample: Tensor, out_dir: Path,
+                places: dict[str, Place]) -> dict:
+    """Write ``model.onnx`` with a dynamic batch dimension, or with the sample's batch size where
+    a node needs it fixed (a convolution grouped per sample); returns the card's entry."""
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401  (the check runs the model with it)
+    except ImportError as e:
+        raise ExportError(f"needs the {e.name} package ({INSTALL})", fmt="onnx") from None
+    path = out_dir / FILE
+    info = {"files": [FILE], "opset": OPSET, "exporter": "torch.onnx.export (dynamo=False)",
+            "input": "input", "output": "output", "batch": "dynamic"}
+    try:
+        _export(network, (sample,), str(path), dynamic=True)
+    except Exception as dynamic_error:
+        try:
+            _export(network, (sample,), str(path), dynamic=False)
+        except Exception as e:
+            path.unlink(missing_ok=True)
+            place, reason = _blame(network, places, sample, e, dynamic=False)
+            raise ExportError(f"torch.onnx.export fails ({reason})", place, "onnx") from None
+        place, reason = _blame(network, places, sample, dynamic_error, dynamic=True)
+        where = f" at {place}" if place else ""
+        info["batch"] = sample.shape[0]
+        info["note"] = (f"batch size fixed to {sample.shape[0]}: a dynamic batch fails{where} "
+                        f"({reason})")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise ExportError(f"onnx.checker rejects the exported model ({first_line(e)})",
+                          fmt="onnx") from None
+    info["checker"] = "onnx.checker.check_model(full_check=True) passed"
+    return info
+
+
+def _blame(network: nn.Module, places: dict[str, Place], sample: Tensor, error: Exception,
+           dynamic: bool) -> tuple[Place | None, str]:
+    """(node, reason) of an export failure: the deepest node that fails alone, else the
+    network as a whole."""
+    found = find_culprit(network, places, sample,
+                         lambda m, args: _export(m, args, io.BytesIO(), dynamic=dynamic))
+    return found if found else (None, first_line(error))

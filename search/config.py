@@ -1,0 +1,258 @@
+"""The YAML configuration of a search, validated into one :class:`SearchConfig`.
+
+```yaml
+task: {name: addnist_lite, size: default, seed: 0}   # or unseen:/path/to/addnist
+seed: 0                       # the search seed (proposals, trial training seeds)
+search:
+  strategy: evolution         # evolution | random | optuna
+  trials: 200                 # trained trials (duplicates never count)
+  time: null                  # or a wall-clock budget: 3600, "90m", "2h"
+  workers: 2                  # concurrent trials
+  ordering: deterministic     # or asynchronous (never waits, not repeatable)
+  cpus_per_trial: 1
+  gpus_per_trial: 0           # fractions pack several trials on one GPU
+  retries: 1                  # re-runs after an infrastructure failure (dead worker)
+  scheduler: none             # or asha (stops weak candidates after grace_epochs)
+  grace_epochs: 1
+  address: null               # a Ray cluster (head-ip:6379); local Ray otherwise
+  storage: null               # database URL; sqlite file in the run directory otherwise
+  keep_weights: 3             # trained weights kept for the best K trials
+evolution: {population_size: 100, tournament_size: 10, seeds: [resnet18], crossover_rate: 0.0}
+optuna: {sampler: tpe}        # tpe | random
+training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
+final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
+grammar: {...}                # as in einspace.config
+budget: {...}
+```
+A config may start with ``extends: NAME`` to inherit another config (shipped or a path) and
+override some of its keys.  Every key has a default; unknown keys and bad values are
+:class:`~einspace.errors.ConfigError` naming the key.  The resolved config
+(:meth:`SearchConfig.to_dict`) is written into the run directory and read back by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from einspace.config import SpaceConfig, read_yaml, space_config
+from einspace.errors import ConfigError
+from einspace.tasks.recipe import Recipe
+
+STRATEGIES = ("evolution", "random", "optuna")
+ORDERINGS = ("deterministic", "asynchronous")
+SCHEDULERS = ("none", "asha")
+SHIPPED = Path(__file__).parent / "configs"
+
+DEFAULTS: dict = {
+    "task": {"name": "addnist_lite", "size": "default", "seed": 0, "root": None},
+    "seed": 0,
+    "search": {"strategy": "evolution", "trials": 200, "time": None, "workers": 2,
+               "ordering": "deterministic", "cpus_per_trial": 1, "gpus_per_trial": 0,
+               "retries": 1, "scheduler": "none", "grace_epochs": 1, "address": None,
+               "storage": None, "keep_weights": 3},
+    "evolution": {"population_size": 100, "tournament_size": 10, "seeds": ["resnet18"],
+                  "crossover_rate": 0.0},
+    "optuna": {"sampler": "tpe"},
+    "training": {},
+    "final": {"top_k": 1, "epochs": None},
+    "grammar": {},
+    "budget": {},
+}
+_FREE_SECTIONS = ("training", "grammar", "budget")
+
+
+@dataclass
+class SearchConfig:
+    """A validated search configuration (``raw`` is the resolved mapping it came from)."""
+
+    raw: dict
+    space: SpaceConfig = field(repr=False)
+    recipe: Recipe
+
+    @property
+    def task(self) -> dict:
+        return self.raw["task"]
+
+    @property
+    def search(self) -> dict:
+        return self.raw["search"]
+
+    @property
+    def seed(self) -> int:
+        return self.raw["seed"]
+
+    @property
+    def strategy(self) -> str:
+        return self.search["strategy"]
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.raw)
+
+
+def parse_duration(value) -> float | None:
+    """Seconds from ``3600``, ``"90s"``, ``"30m"``, ``"2h"`` (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"search.time must be a positive number of seconds or like '90m', "
+                          f"'2h'; got {value!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def merge(base: dict, override: dict, where: str = "") -> dict:
+    """``base`` with ``override`` applied key by key; an unknown key is an error naming it (the
+    free-form sections ``training``, ``grammar`` and ``budget`` are checked by their own
+    validators)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        name = f"{where}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown config key {name!r}; valid keys here: "
+                              f"{', '.join(sorted(base))}")
+        if isinstance(base[key], dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {name!r} must be a mapping, got {value!r}")
+            out[key] = ({**base[key], **copy.deepcopy(value)} if name in _FREE_SECTIONS
+                        else merge(base[key], value, f"{name}."))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(data: dict | None = None, base_dir: Path | None = None) -> SearchConfig:
+    """Defaults + ``data`` (a parsed YAML mapping), validated."""
+    data = dict(data or {})
+    if isinstance(data.get("task"), str):
+        data["task"] = {"name": data["task"]}
+    raw = merge(DEFAULTS, data)
+    _check(raw)
+    space = space_config({k: raw[k] for k in ("grammar", "budget") if raw[k]}, base_dir)
+    recipe = Recipe.from_dict(raw["training"])
+    return SearchConfig(raw, space, recipe)
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> SearchConfig:
+    """A config file (a path, or the name of a shipped config) plus command-line overrides."""
+    data: dict = {}
+    base_dir = None
+    if path is not None:
+        file = shipped_config(path)
+        data = read_config_file(file)
+        base_dir = file.parent
+    return resolve(merge_user(data, overrides or {}), base_dir)
+
+
+def read_config_file(file: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping with its ``extends:`` chain applied: ``extends: evolution`` (a
+    shipped config's name, or a path relative to the file) is read first and this file's keys
+    are laid over it."""
+    data = read_yaml(file)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{file}: extends must be a config name or path, got {parent!r}")
+    relative = file.parent / parent
+    base_file = shipped_config(relative if relative.is_file() else parent)
+    if base_file.resolve() in seen:
+        raise ConfigError(f"{file}: extends {parent!r} forms a cycle")
+    base = read_config_file(base_file, (*seen, file.resolve()))
+    return merge_user(base, data)
+
+
+def merge_user(data: dict, overrides: dict) -> dict:
+    """Nested ``overrides`` (from command-line flags) laid over a user's mapping."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_user(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), str):
+            out[key] = merge_user({"name": out[key]}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def shipped_config(name: str | Path) -> Path:
+    """A path as given, or ``SHIPPED/<name>.yaml`` for a shipped config's name."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidate = SHIPPED / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(shipped_names())
+    raise ConfigError(f"config {str(name)!r} is neither a file nor a shipped config "
+                      f"({names})")
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def _check(raw: dict) -> None:
+    s = raw["search"]
+    _choice("search.strategy", s["strategy"], STRATEGIES)
+    _choice("search.ordering", s["ordering"], ORDERINGS)
+    _choice("search.scheduler", s["scheduler"], SCHEDULERS)
+    _choice("optuna.sampler", raw["optuna"]["sampler"], ("tpe", "random"))
+    _choice("task.size", raw["task"]["size"], ("small", "default"))
+    if not isinstance(raw["task"]["name"], str) or not raw["task"]["name"]:
+        raise ConfigError(f"task.name must be a task name or unseen:/path, "
+                          f"got {raw['task']['name']!r}")
+    for key, minimum in (("trials", 1), ("workers", 1), ("retries", 0), ("grace_epochs", 1),
+                         ("keep_weights", 0)):
+        if s[key] is None and key == "trials":
+            continue
+        _integer(f"search.{key}", s[key], minimum)
+    if s["trials"] is None and s["time"] is None:
+        raise ConfigError("give search.trials or search.time (or both): the search needs a "
+                          "budget")
+    s["time"] = parse_duration(s["time"])
+    _number("search.cpus_per_trial", s["cpus_per_trial"], 0.0, strict=True)
+    _number("search.gpus_per_trial", s["gpus_per_trial"], 0.0)
+    for key in ("seed",):
+        _integer(key, raw[key], 0)
+    _integer("task.seed", raw["task"]["seed"], 0)
+    e = raw["evolution"]
+    _integer("evolution.population_size", e["population_size"], 1)
+    _integer("evolution.tournament_size", e["tournament_size"], 1)
+    _number("evolution.crossover_rate", e["crossover_rate"], 0.0)
+    if e["crossover_rate"] > 1:
+        raise ConfigError(f"evolution.crossover_rate must be at most 1, got "
+                          f"{e['crossover_rate']!r}")
+    if isinstance(e["seeds"], str):
+        e["seeds"] = [e["seeds"]]
+    if e["seeds"] is None:
+        e["seeds"] = []
+    if not isinstance(e["seeds"], list) or not all(isinstance(x, str) for x in e["seeds"]):
+        raise ConfigError("evolution.seeds must be a list of seed names or derivation texts")
+    f = raw["final"]
+    _integer("final.top_k", f["top_k"], 0)
+    if f["epochs"] is not None:
+        _integer("final.epochs", f["epochs"], 1)
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _integer(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _number(name: str, value, minimum: float, strict: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum \
+            or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{name} must be a number {relation} {minimum:g}, got {value!r}")

@@ -1,0 +1,134 @@
+"""Regularised (ageing) evolution, as in Real et al. (2019) and the einspace paper.
+
+A population of ``population_size`` scored architectures; each new candidate is a mutation (one
+re-sampled subtree) of the winner of a tournament of ``tournament_size`` members drawn with
+replacement; when a child's result arrives it joins the population and the oldest member leaves.
+Failed and early-stopped children do not join (as in the reference), so a population only holds
+full-budget scores.
+
+Starting points:
+
+* **from scratch** (no seeds): the first ``population_size`` proposals are grammar samples;
+* **from seeds** (ResNet-18, a mix of shipped seeds, any derivation text): each seed is trained
+  once, then the population is ``population_size`` copies cycling over the seeds that trained
+  (the reference's protocol; copies are not trials and are never trained again).  Proposals made
+  before any seed result is known mutate a seed chosen at random.
+
+With ``crossover_rate`` > 0 a child is, with that probability, the shape-matched crossover of two
+tournament winners instead of a mutation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from einspace.derivation import Derivation
+from einspace.errors import ConfigError, SamplingError
+from einspace.mutation import crossover, mutate
+from einspace.sampler import Sampler
+
+from .strategy import Outcome, Proposal, Strategy
+
+
+@dataclass(frozen=True)
+class Member:
+    """A population entry: the trial it came from and its score."""
+
+    index: int
+    derivation: Derivation
+    score: float
+
+
+class RegularisedEvolution(Strategy):
+    """Tournament selection, subtree-resampling mutation, removal of the oldest member."""
+
+    name = "evolution"
+
+    def __init__(self, sampler: Sampler, input_shape: tuple[int, ...], *,
+                 population_size: int = 100, tournament_size: int = 10,
+                 seeds: list[tuple[str, Derivation]] | None = None,
+                 crossover_rate: float = 0.0):
+        if population_size < 1 or tournament_size < 1:
+            raise ConfigError("evolution needs population_size >= 1 and tournament_size >= 1")
+        if not 0.0 <= crossover_rate <= 1.0:
+            raise ConfigError(f"crossover_rate must be in [0, 1], got {crossover_rate!r}")
+        self.sampler = sampler
+        self.input_shape = tuple(input_shape)
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        # A seed listed twice is trained once: its repeat would be a duplicate the loop redraws
+        # forever (ask returns the same seed for that index), ending the search as "exhausted".
+        self.seeds: list[tuple[str, Derivation]] = []
+        for label, derivation in seeds or []:
+            if all(derivation != other for _, other in self.seeds):
+                self.seeds.append((label, derivation))
+        self.crossover_rate = crossover_rate
+        self.population: deque[Member] = deque()
+        self._seed_outcomes: dict[int, Outcome] = {}
+
+    def ask(self, index: int, rng: random.Random) -> Proposal:
+        if index < len(self.seeds):
+            label, derivation = self.seeds[index]
+            return Proposal(derivation, f"seed:{label}")
+        if not self.seeds and index < self.population_size:
+            return self._sample(rng)
+        parent = self._tournament(rng) or self._untrained_seed(rng)
+        if parent is None:
+            return self._sample(rng)
+        if self.crossover_rate and rng.random() < self.crossover_rate:
+            other = self._tournament(rng)
+            if other is not None and other.derivation != parent.derivation:
+                try:
+                    child = crossover(parent.derivation, other.derivation, self.input_shape, rng,
+                                      self.sampler)
+                    return Proposal(child, "crossover", (parent.index, other.index))
+                except SamplingError:
+                    pass
+        try:
+            child = mutate(parent.derivation, self.input_shape, rng, self.sampler)
+        except SamplingError:
+            return self._sample(rng)
+        return Proposal(child, "mutation", (parent.index,))
+
+    def tell(self, outcome: Outcome) -> None:
+        if outcome.index < len(self.seeds):
+            self._seed_outcomes[outcome.index] = outcome
+            if len(self._seed_outcomes) == len(self.seeds):
+                self._fill_from_seeds()
+            return
+        if outcome.usable:
+            self.population.append(Member(outcome.index, outcome.derivation, outcome.score))
+            while len(self.population) > self.population_size:
+                self.population.popleft()
+
+    def state(self) -> dict:
+        return {"population": [[m.index, m.score] for m in self.population]}
+
+    def _fill_from_seeds(self) -> None:
+        trained = [Member(o.index, o.derivation, o.score)
+                   for _, o in sorted(self._seed_outcomes.items()) if o.usable]
+        copies = [trained[k % len(trained)] for k in range(self.population_size if trained else 0)]
+        # Children whose results arrived before the last seed's (asynchronous ordering) are
+        # younger than the seed copies: they stay and the oldest copies make room.
+        self.population = deque(copies + list(self.population))
+        while len(self.population) > self.population_size:
+            self.population.popleft()
+
+    def _tournament(self, rng: random.Random) -> Member | None:
+        if not self.population:
+            return None
+        members = list(self.population)
+        drawn = [rng.choice(members) for _ in range(self.tournament_size)]
+        return max(drawn, key=lambda m: m.score)
+
+    def _untrained_seed(self, rng: random.Random) -> Member | None:
+        """A seed to mutate while no seed result is known yet (None once all seeds failed)."""
+        if not self.seeds or len(self._seed_outcomes) == len(self.seeds):
+            return None
+        index = rng.randrange(len(self.seeds))
+        return Member(index, self.seeds[index][1], float("nan"))
+
+    def _sample(self, rng: random.Random) -> Proposal:
+        return Proposal(self.sampler.sample(self.input_shape, rng), "sample")

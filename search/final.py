@@ -1,0 +1,87 @@
+"""Final evaluation (the einspace protocol): retrain the best candidates on train + valid with the
+evaluation budget and report their test scores.
+
+Runs as Ray tasks with the search's per-trial resources, so on a cluster the retraining is spread
+over the nodes too.  Results: ``RUN/final/results.json`` (one entry per retrained trial: index,
+test score, status, reason, epochs, seconds) and ``RUN/final/trial-<index>.pt`` (the retrained
+``state_dict``); they are also stored in the trial database as the run attribute ``final``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from einspace.errors import ConfigError
+from einspace.tasks.data import TaskData
+from einspace.tasks.recipe import Recipe
+
+from .outputs import ranked
+from .store import TrialStore
+from .strategy import OK
+from .trial import trial_seed
+
+FINAL_DIR = "final"
+
+
+def _retrain(derivation_text: str, data: TaskData, recipe: Recipe, threads: int) -> dict:
+    """Worker side: build, train on train+valid, score on test; returns the weights too."""
+    import torch
+
+    from einspace.compiler import build
+    from einspace.tasks.trainer import train
+    from einspace.text import parse
+
+    from .weights import serialize_state
+
+    torch.set_num_threads(max(1, threads))
+    derivation = parse(derivation_text)
+    result = train(lambda: build(derivation, data.input_shape, num_classes=data.num_classes,
+                                 output_shape=data.target_shape), data, recipe, keep_model=True)
+    summary = result.to_dict()
+    summary["weights"] = serialize_state(result.model) if result.model is not None else None
+    return summary
+
+
+def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: Recipe, *,
+                     top_k: int, epochs: int | None, seed: int, cpus: float, gpus: float,
+                     log=print) -> list[dict]:
+    """Retrain the ``top_k`` best finished trials; needs Ray to be initialised."""
+    import ray
+
+    candidates = [t for t in ranked(store.latest()) if t.status == OK][:top_k]
+    if not candidates:
+        raise ConfigError(f"{run_dir}: no successful trial to evaluate")
+    final_data = data.for_final()
+    final_recipe = recipe.for_final()
+    if epochs is not None:
+        final_recipe = final_recipe.with_overrides(epochs=epochs)
+    data_ref = ray.put(final_data)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_retrain)
+    log(f"final evaluation: retraining {len(candidates)} candidate(s) on train+valid for "
+        f"{final_recipe.epochs} epochs, scoring test")
+    pending = {t.index: task.remote(t.derivation.text, data_ref,
+                                    final_recipe.with_overrides(seed=trial_seed(seed, t.index)),
+                                    max(1, math.floor(cpus)))
+               for t in candidates}
+    out_dir = run_dir / FINAL_DIR
+    out_dir.mkdir(exist_ok=True)
+    results = []
+    for trial in candidates:
+        summary = ray.get(pending[trial.index])
+        weights = summary.pop("weights")
+        if weights is not None:
+            (out_dir / f"trial-{trial.index}.pt").write_bytes(weights)
+        entry = {"index": trial.index, "hash": trial.hash, "search_score": trial.score,
+                 "test_score": summary["score"] if summary["status"] != "failed" else None,
+                 "status": summary["status"], "reason": summary["reason"],
+                 "epochs": summary["epochs_run"], "seconds": summary["seconds"],
+                 "derivation": trial.derivation.text}
+        results.append(entry)
+        shown = (f"{entry['test_score']:.4f}" if entry["test_score"] is not None
+                 else f"failed ({entry['reason']})")
+        log(f"  trial {trial.index}: search score {trial.score:.4f}, test score {shown}")
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    store.set_run("final", results)
+    return results

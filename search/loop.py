@@ -1,0 +1,161 @@
+"""Numbering, de-duplication and result ordering between a strategy and whatever runs trials.
+
+The loop hands out trials (index, proposal) and takes back outcomes.  Two orderings:
+
+* ``lag=k`` (**deterministic**, the default with ``k`` = the number of concurrent trials): before
+  proposing trial ``n`` the strategy is told the outcomes of trials ``0 .. n-k``, in index order,
+  and of no others.  Proposal ``n`` then depends only on the seed and those outcomes, so a search
+  gives the same trials however the workers' timing falls, and a resumed search continues exactly
+  as the uninterrupted one would.  A slot may wait for trial ``n-k`` to finish.
+* ``lag=None`` (**asynchronous**): outcomes are told as they arrive, so a free worker never
+  waits; the order of the tells is recorded (``tell_seq``) and replayed on resume.
+
+Each proposal draws from ``random.Random(f"{seed}/{index}")``, so no RNG state needs saving.  A
+proposal whose architecture hash was already proposed is not trained again: the strategy is asked
+again (its stream continues); after ``max_duplicate_draws`` duplicates in a row the space is
+considered exhausted and the loop stops proposing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from .strategy import Outcome, Proposal, Strategy
+
+
+class _Signal:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+WAIT = _Signal("WAIT")
+"""No proposal now: an earlier outcome must arrive first (deterministic ordering)."""
+DONE = _Signal("DONE")
+"""No more proposals: the budget is spent or the space is exhausted."""
+
+
+@dataclass
+class LoopTrial:
+    """One proposed trial as the loop tracks it."""
+
+    index: int
+    proposal: Proposal
+    outcome: Outcome | None = None
+    tell_seq: int | None = None
+
+    @property
+    def hash(self) -> str:
+        return self.proposal.derivation.hash
+
+
+class SearchLoop:
+    """Hands out numbered, de-duplicated proposals and feeds outcomes back in a fixed order."""
+
+    def __init__(self, strategy: Strategy, *, seed: int, max_trials: int | None,
+                 lag: int | None = 1, max_duplicate_draws: int = 100):
+        if lag is not None and lag < 1:
+            raise ValueError("lag must be a positive integer or None")
+        self.strategy = strategy
+        self.seed = seed
+        self.max_trials = max_trials
+        self.lag = lag
+        self.max_duplicate_draws = max_duplicate_draws
+        self.trials: list[LoopTrial] = []
+        self.duplicates = 0
+        self.exhausted = False
+        self._hashes: set[str] = set()
+        self._told = 0
+        self._told_in_order = 0
+        self._rerun: deque[int] = deque()
+        self.stopped = False
+
+    # -- handing out work ------------------------------------------------------------------
+    def next(self) -> LoopTrial | _Signal:
+        """The next trial to run (a re-run of an interrupted one first), WAIT or DONE."""
+        if self._rerun:
+            return self.trials[self._rerun.popleft()]
+        n = len(self.trials)
+        if self.stopped or self.exhausted or (self.max_trials is not None
+                                              and n >= self.max_trials):
+            return DONE
+        if self.lag is not None:
+            while self._told_in_order <= n - self.lag:
+                trial = self.trials[self._told_in_order]
+                if trial.outcome is None:
+                    return WAIT
+                self._tell(trial)
+                self._told_in_order += 1
+        rng = random.Random(f"{self.seed}/{n}")
+        for _ in range(self.max_duplicate_draws):
+            proposal = self.strategy.ask(n, rng)
+            if proposal.derivation.hash not in self._hashes:
+                return self._add(proposal)
+            self.duplicates += 1
+        self.exhausted = True
+        return DONE
+
+    def finish(self, index: int, outcome: Outcome) -> int | None:
+        """Record a trial's outcome; returns its tell sequence number when the strategy was told
+        now (asynchronous ordering), else None."""
+        trial = self.trials[index]
+        if trial.outcome is not None:
+            return trial.tell_seq
+        trial.outcome = outcome
+        if self.lag is None:
+            self._tell(trial)
+        return trial.tell_seq
+
+    def stop(self) -> None:
+        """Propose nothing new (a time budget ran out); re-runs of interrupted trials still go."""
+        self.stopped = True
+
+    @property
+    def running(self) -> list[LoopTrial]:
+        return [t for t in self.trials if t.outcome is None]
+
+    @property
+    def finished(self) -> list[LoopTrial]:
+        return [t for t in self.trials if t.outcome is not None]
+
+    # -- resume --------------------------------------------------------------------------
+    def restore(self, trials: list[LoopTrial]) -> list[int]:
+        """Rebuild from stored trials (indices 0..n-1, each once) and return the indices to
+        run again because they never finished.  Asynchronous tells are replayed in their
+        recorded order, then any finished-but-untold ones in index order; deterministic tells
+        happen lazily in :meth:`next` exactly as in an uninterrupted run."""
+        if self.trials:
+            raise RuntimeError("restore() needs a fresh loop")
+        ordered = sorted(trials, key=lambda t: t.index)
+        if [t.index for t in ordered] != list(range(len(ordered))):
+            raise ValueError("stored trials must be numbered 0..n-1 without gaps")
+        for stored in ordered:
+            self._add(stored.proposal)
+        if self.lag is None:
+            told = sorted((t for t in ordered if t.outcome is not None and t.tell_seq is not None),
+                          key=lambda t: t.tell_seq)
+            untold = [t for t in ordered if t.outcome is not None and t.tell_seq is None]
+            for stored in told + untold:
+                self.trials[stored.index].outcome = stored.outcome
+                self._tell(self.trials[stored.index])
+        else:
+            for stored in ordered:
+                self.trials[stored.index].outcome = stored.outcome
+        self._rerun.extend(t.index for t in ordered if t.outcome is None)
+        return list(self._rerun)
+
+    # -- internals -------------------------------------------------------------------------
+    def _add(self, proposal: Proposal) -> LoopTrial:
+        trial = LoopTrial(len(self.trials), proposal)
+        self.trials.append(trial)
+        self._hashes.add(trial.hash)
+        return trial
+
+    def _tell(self, trial: LoopTrial) -> None:
+        trial.tell_seq = self._told
+        self._told += 1
+        self.strategy.tell(trial.outcome)

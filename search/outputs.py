@@ -1,0 +1,111 @@
+"""The files a search leaves in its run directory, all derived from the trial database.
+
+* ``leaderboard.csv`` — one row per trial (latest attempt), best first, failed trials last;
+* ``best.arch`` — the best architecture's derivation text (also rewritten live during the run);
+* ``progress.png`` — best score so far against trials and against wall-clock time;
+* ``summary.json`` — counts, the best trial, failures by reason.
+
+They can be regenerated at any time from ``trials.db`` (``write_outputs``), so a killed run loses
+none of them for good.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from .store import StoredTrial, TrialStore
+from .strategy import OK
+
+COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "parents", "seconds",
+           "epochs", "node", "hash", "reason", "derivation")
+
+
+def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
+    """Best first: ok trials by score (ties: lower index), then stopped, then failed."""
+    def key(t: StoredTrial):
+        score = t.score if t.score is not None and math.isfinite(t.score) else -math.inf
+        group = 0 if t.status == OK else 1 if t.status == "stopped" else 2
+        return (group, -score, t.index)
+    return sorted(trials, key=key)
+
+
+def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
+    run_dir = Path(run_dir)
+    trials = store.latest()
+    order = ranked([t for t in trials if t.done])
+    _leaderboard(run_dir / "leaderboard.csv", order)
+    best = order[0] if order and order[0].status == OK else None
+    if best is not None:
+        (run_dir / "best.arch").write_text(best.derivation.text + "\n")
+    summary = {
+        "trials": len(trials), "finished": len(order),
+        "ok": sum(t.status == OK for t in order),
+        "failed": sum(t.status == "failed" for t in order),
+        "stopped": sum(t.status == "stopped" for t in order),
+        "failures": Counter(t.reason for t in order if t.status == "failed"),
+        "best": None if best is None else {"index": best.index, "score": best.score,
+                                           "hash": best.hash,
+                                           "derivation": best.derivation.text},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if order:
+        plot_progress(run_dir / "progress.png", trials)
+    return summary
+
+
+def _leaderboard(path: Path, order: list[StoredTrial]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for rank, t in enumerate(order, 1):
+            writer.writerow([
+                rank, t.index, "" if t.score is None else t.score, t.status,
+                t.proposal.get("params", ""), t.proposal.get("flops", ""), t.origin,
+                " ".join(map(str, t.proposal.get("parents", []))),
+                round(t.result.get("seconds", 0.0), 3), t.result.get("epochs_run", ""),
+                t.result.get("node", ""), t.hash, t.reason, t.derivation.text])
+
+
+def best_curve(trials: list[StoredTrial], by: str = "index") -> tuple[list[float], list[float]]:
+    """(x, best score so far) at every finished trial with a score; x is the trial index
+    (``by="index"``) or the minutes since the first trial started (``by="time"``), in order."""
+    scored = [t for t in trials if t.done and t.score is not None and math.isfinite(t.score)]
+    starts = [t.started for t in trials if t.started is not None]
+    t0 = min(starts) if starts else 0.0
+    if by == "index":
+        points = sorted((float(t.index), t.score) for t in scored)
+    else:
+        points = sorted((((t.finished or t0) - t0) / 60, t.score) for t in scored)
+    xs, best, current = [], [], -math.inf
+    for x, score in points:
+        current = max(current, score)
+        xs.append(x)
+        best.append(current)
+    return xs, best
+
+
+def plot_progress(path: Path, trials: list[StoredTrial]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [(t.index, t.score) for t in trials
+              if t.done and t.score is not None and math.isfinite(t.score)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if scored:
+        left.scatter(*zip(*scored, strict=True), s=10, alpha=0.4, label="trial score")
+    left.step(*best_curve(trials, "index"), where="post", color="C1", label="best so far")
+    left.set_xlabel("trial")
+    left.set_ylabel("score")
+    left.legend(loc="lower right")
+    right.step(*best_curve(trials, "time"), where="post", color="C1")
+    right.set_xlabel("minutes")
+    right.set_ylabel("best score so far")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

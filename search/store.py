@@ -1,0 +1,219 @@
+"""The trial database: every trial of a run, stored as it happens, in an Optuna study.
+
+Optuna's RDB storage is the store (SQLite file ``trials.db`` in the run directory by default, any
+SQLAlchemy URL such as PostgreSQL on a cluster), so ``optuna-dashboard sqlite:///RUN/trials.db``
+browses a run.  One Optuna trial per *attempt*: a trial interrupted by a crash of the driver is
+marked failed with ``status=interrupted`` and re-run as a new attempt with the same ``index``;
+readers take the latest finished attempt per index.  Only the driver writes.
+
+User attributes of a trial: ``trial`` (index, hash, canonical derivation text, origin,
+parents, strategy choices, params, FLOPs, activations; written in one transaction before the
+trial starts) and, when it ends, ``outcome`` (status ok / failed / stopped / interrupted, score,
+reason, per-epoch history, seconds, node, ``tell_seq``; one transaction, then the Optuna state).
+A driver killed between any two writes leaves a readable database.  The per-epoch eval score is
+also an Optuna intermediate value, so the dashboard draws learning curves.  Run-level facts (the
+resolved config, the strategy ordering) are study user attributes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from einspace.derivation import Derivation
+from einspace.errors import ConfigError, EinspaceError
+from einspace.text import parse
+
+from .strategy import FAILED, OK, STOPPED, Outcome, Proposal
+
+STUDY = "einspace"
+RECORD, OUTCOME = "trial", "outcome"
+INTERRUPTED = "interrupted"
+_STATES = {OK: TrialState.COMPLETE, FAILED: TrialState.FAIL, STOPPED: TrialState.PRUNED,
+           INTERRUPTED: TrialState.FAIL}
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class StoreError(EinspaceError):
+    """A trial database that cannot be opened or read."""
+
+
+@dataclass
+class StoredTrial:
+    """One attempt as read back from the database."""
+
+    number: int
+    index: int
+    derivation: Derivation
+    origin: str
+    proposal: dict
+    status: str | None = None
+    score: float | None = None
+    reason: str = ""
+    result: dict = field(default_factory=dict)
+    tell_seq: int | None = None
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in (OK, FAILED, STOPPED)
+
+    @property
+    def hash(self) -> str:
+        return self.derivation.hash
+
+    def as_proposal(self) -> Proposal:
+        return Proposal(self.derivation, self.origin, tuple(self.proposal.get("parents", ())),
+                        self.proposal.get("choices", {}))
+
+    def as_outcome(self) -> Outcome | None:
+        if not self.done:
+            return None
+        score = self.score if self.score is not None else -math.inf
+        return Outcome(self.index, self.derivation, score, self.status,
+                       self.proposal.get("choices", {}))
+
+
+def default_url(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / 'trials.db'}"
+
+
+class TrialStore:
+    """Write and read the trials of one run."""
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = url
+        try:
+            self.storage = optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 60}}
+                if url.startswith("sqlite") else {})
+            if create:
+                self.study = optuna.create_study(storage=self.storage, study_name=STUDY,
+                                                 direction="maximize", load_if_exists=True)
+            else:
+                self.study = optuna.load_study(study_name=STUDY, storage=self.storage)
+        except KeyError:
+            raise StoreError(f"{url}: no einspace run in this database") from None
+        except Exception as e:  # SQLAlchemy and Optuna raise many kinds for a bad file or URL
+            raise StoreError(f"cannot open the trial database {url}: "
+                             f"{str(e).splitlines()[0]}") from None
+        self._ids: dict[int, int] = {}
+
+    # -- run level -------------------------------------------------------------------------
+    def set_run(self, key: str, value) -> None:
+        self.study.set_user_attr(key, value)
+
+    def run(self, key: str, default=None):
+        return self.study.user_attrs.get(key, default)
+
+    # -- trial level -----------------------------------------------------------------------
+    def start(self, index: int, proposal: Proposal, info: dict) -> int:
+        """Record a trial that is about to run; returns its attempt number (Optuna's).
+
+        The whole record is one attribute, written in one transaction, so a driver killed at
+        any moment leaves either a complete record or none."""
+        trial = self.study.ask()
+        self._ids[trial.number] = trial._trial_id
+        record = {"index": index, "hash": proposal.derivation.hash,
+                  "derivation": proposal.derivation.text, "origin": proposal.origin,
+                  "parents": list(proposal.parents), "choices": proposal.choices,
+                  "created": time.time(), **info}
+        self.storage.set_trial_user_attr(trial._trial_id, RECORD, record)
+        self.storage.set_trial_user_attr(trial._trial_id, "index", index)  # dashboard column
+        return trial.number
+
+    def epoch(self, number: int, epoch: int, score: float) -> None:
+        if math.isfinite(score):
+            self.storage.set_trial_intermediate_value(self._trial_id(number), epoch, score)
+
+    def finish(self, number: int, status: str, score: float, reason: str, result: dict,
+               tell_seq: int | None) -> None:
+        """Record how an attempt ended (``status`` ok, failed, stopped or interrupted): first the
+        outcome attribute (one transaction), then the Optuna state."""
+        finite = score if math.isfinite(score) else None
+        outcome = {"status": status, "score": finite, "reason": reason, "result": result,
+                   "tell_seq": tell_seq}
+        self.storage.set_trial_user_attr(self._trial_id(number), OUTCOME, outcome)
+        self._tell(number, outcome)
+
+    def _tell(self, number: int, outcome: dict) -> None:
+        state = _STATES[outcome["status"]]
+        value = outcome["score"] if state == TrialState.COMPLETE else None
+        if state == TrialState.COMPLETE and value is None:
+            state = TrialState.FAIL
+        self.study.tell(number, value, state=state)
+
+    def interrupt_unfinished(self) -> list[int]:
+        """Settle the attempts a killed driver left running: one whose outcome was already
+        written gets its Optuna state; the others are marked interrupted (they run again).
+        Returns the numbers of the interrupted ones."""
+        numbers = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            outcome = trial.user_attrs.get(OUTCOME)
+            if outcome is not None and outcome["status"] != INTERRUPTED:
+                self._tell(trial.number, outcome)
+                continue
+            self.finish(trial.number, INTERRUPTED, -math.inf,
+                        "the driver stopped before this trial finished; it was run again",
+                        {}, None)
+            numbers.append(trial.number)
+        return numbers
+
+    def trials(self) -> list[StoredTrial]:
+        """Every recorded attempt, in attempt order."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            record = t.user_attrs.get(RECORD)
+            if record is None:
+                continue
+            try:
+                derivation = parse(record["derivation"])
+            except (EinspaceError, KeyError, TypeError) as e:
+                raise StoreError(f"{self.url}: trial {t.number} holds an unreadable "
+                                 f"record: {e}") from None
+            outcome = t.user_attrs.get(OUTCOME) or {}
+            if t.state == TrialState.RUNNING:
+                outcome = {}
+            proposal = {k: v for k, v in record.items()
+                        if k not in ("index", "hash", "derivation", "origin")}
+            out.append(StoredTrial(
+                number=t.number, index=record["index"], derivation=derivation,
+                origin=record.get("origin", ""), proposal=proposal,
+                status=outcome.get("status"), score=outcome.get("score"),
+                reason=outcome.get("reason", ""), result=outcome.get("result") or {},
+                tell_seq=outcome.get("tell_seq"),
+                started=t.datetime_start.timestamp() if t.datetime_start else None,
+                finished=t.datetime_complete.timestamp() if t.datetime_complete else None))
+        return out
+
+    def latest(self) -> list[StoredTrial]:
+        """One attempt per index: the finished one if any, else the last; in index order."""
+        best: dict[int, StoredTrial] = {}
+        for trial in self.trials():
+            current = best.get(trial.index)
+            if current is None or not current.done:
+                best[trial.index] = trial
+        return [best[i] for i in sorted(best)]
+
+    def _trial_id(self, number: int) -> int:
+        if number not in self._ids:
+            self._ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study._study_id, number)
+        return self._ids[number]
+
+
+def open_run_store(run_dir: str | Path, url: str | None = None) -> TrialStore:
+    """The store of an existing run (``url`` overrides the run directory's SQLite file)."""
+    if url is None:
+        db = Path(run_dir) / "trials.db"
+        if not db.is_file():
+            raise ConfigError(f"{run_dir}: no trial database (trials.db) in this directory")
+        url = default_url(run_dir)
+    return TrialStore(url, create=False)

@@ -1,0 +1,72 @@
+"""The ask/tell interface every search strategy implements, independent of Ray and storage.
+
+A strategy proposes derivations (:meth:`Strategy.ask`) and learns from finished trials
+(:meth:`Strategy.tell`).  It never trains anything and never touches Ray: the
+:class:`~einspace.search.loop.SearchLoop` numbers proposals, removes duplicates and decides which
+results a strategy has seen, and the engine runs the trials.  All randomness comes from the
+``random.Random`` handed to ``ask``, derived from the search seed and the trial index, so a
+strategy's proposals are a pure function of what it has been told; replaying the same tells in
+the same order restores it exactly after a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from einspace.derivation import Derivation
+
+OK, FAILED, STOPPED = "ok", "failed", "stopped"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One candidate a strategy wants trained.
+
+    ``parents`` are trial indices; ``origin`` says how it was made (``sample``, ``seed:NAME``,
+    ``mutation``, ``crossover``, ``optuna``); ``choices`` is strategy data worth storing with the
+    trial (for the Optuna strategy, the grammar decisions it drew)."""
+
+    derivation: Derivation
+    origin: str
+    parents: tuple[int, ...] = ()
+    choices: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a strategy learns about one finished trial: its score (higher is better; ``-inf``
+    for a failed candidate) and status (``ok``, ``failed`` or ``stopped`` early by a
+    scheduler)."""
+
+    index: int
+    derivation: Derivation
+    score: float
+    status: str
+    choices: dict = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        """Whether the score is a full-budget score a strategy may compare with others."""
+        return self.status == OK and math.isfinite(self.score)
+
+
+class Strategy(ABC):
+    """Proposes candidates and learns from their outcomes."""
+
+    name: str = ""
+
+    @abstractmethod
+    def ask(self, index: int, rng: random.Random) -> Proposal:
+        """The proposal for trial ``index``; may be called again for the same index with the
+        same ``rng`` stream continued when the previous proposal was a duplicate."""
+
+    def tell(self, outcome: Outcome) -> None:
+        """Learn from a finished trial (strategies that do not learn ignore it)."""
+        del outcome
+
+    def state(self) -> dict:
+        """A JSON-able summary of what the strategy holds (stored with the run, for humans)."""
+        return {}

@@ -1,0 +1,67 @@
+"""Keeping the trained weights of the best trials, wherever in a cluster they trained.
+
+A trial's worker may sit on another machine without shared storage, so the weights travel
+through a small Ray actor pinned to the driver's node: a finishing trial asks whether its score
+would enter the top ``keep`` (:meth:`WeightKeeper.wants`) and only then ships its ``state_dict``
+(:meth:`WeightKeeper.put`).  Files: ``RUN/weights/trial-<index>.pt`` (a plain ``state_dict``,
+loadable with ``torch.load(..., weights_only=True)``) and ``RUN/weights/index.json`` (index ->
+score), rewritten atomically so a killed driver never leaves a half-written index.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+
+class WeightKeeper:
+    """Holds the ``keep`` best trials' weights in ``directory`` (plain class; run as an actor)."""
+
+    def __init__(self, directory: str, keep: int):
+        self.directory = Path(directory)
+        self.keep = keep
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.index_file = self.directory / "index.json"
+        self.scores: dict[int, float] = {}
+        if self.index_file.is_file():
+            stored = json.loads(self.index_file.read_text())
+            self.scores = {int(k): float(v) for k, v in stored.items()
+                           if (self.directory / f"trial-{k}.pt").is_file()}
+
+    def wants(self, index: int, score: float) -> bool:
+        """Whether a trial with this score would be kept (ties go to the lower index)."""
+        if self.keep <= 0 or not math.isfinite(score):
+            return False
+        ranked = sorted([*self.scores.items(), (index, score)], key=lambda kv: (-kv[1], kv[0]))
+        return index in dict(ranked[:self.keep])
+
+    def put(self, index: int, score: float, state: bytes) -> bool:
+        """Store a trial's serialized ``state_dict`` if it still ranks; drop who falls out."""
+        if not self.wants(index, score):
+            return False
+        _write_atomic(self.directory / f"trial-{index}.pt", state)
+        self.scores[index] = score
+        ranked = sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        for dropped, _ in ranked[self.keep:]:
+            (self.directory / f"trial-{dropped}.pt").unlink(missing_ok=True)
+            del self.scores[dropped]
+        _write_atomic(self.index_file, json.dumps(self.scores, indent=1).encode())
+        return True
+
+
+def serialize_state(model: torch.nn.Module) -> bytes:
+    """A model's ``state_dict`` as bytes, on CPU."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
