@@ -65,10 +65,6 @@ CASES += [("dense-tokens", einspace.parse("(computation linear16)"), (16, 32),
            {"output_shape": (2, 5, 5)}),
           ("dense-image", einspace.parse("(routing im2col3k1s1p (computation linear16) col2im)"),
            (3, 16, 16), {"output_shape": (1, 3, 3)})]
-# The image-mode dense head compares x.shape with its target in forward, which torch.fx cannot
-# trace (einspace/heads.py would have to decide that when it is built).
-UNTRACEABLE_HEAD = "cannot export to pytorch: at the task head: torch.fx cannot trace its forward"
-EXPECTED_FAILURES = {"dense-image": {"pytorch": UNTRACEABLE_HEAD}}
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +90,9 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_every_format_reproduces_the_outputs_without_einspace(exported, case):
     done, checks = exported
-    expected = EXPECTED_FAILURES.get(case, {})
-    assert sorted(e.format for e in done[case].failures) == sorted(expected)
-    for error in done[case].failures:
-        assert str(error).startswith(expected[error.format]), str(error)
-    formats = set(FORMATS) - set(expected)
-    assert set(done[case].card["formats"]) == formats
-    for fmt in formats:
+    assert [str(e) for e in done[case].failures] == []
+    assert set(done[case].card["formats"]) == set(FORMATS)
+    for fmt in FORMATS:
         check = checks[(case, fmt)]
         assert check.isolated, "the checking process could import einspace"
         assert check.ok, f"{fmt}: {check.problem()}"
