@@ -3,13 +3,13 @@ shapes, class balance, the IDX reader, a clear missing-source error and generati
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 import time
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 from einspace.tasks import fashiontile
 from einspace.tasks.data import CLASSIFICATION
@@ -32,16 +32,6 @@ needs_source = pytest.mark.skipif(not _source_present(),
 # 0.0~git20200523.55506a9-1 files (whose sha256 is KNOWN_SOURCE); compared only for those files.
 KNOWN_SOURCE = "4a71d4777581c890b38127a8a192322e4690c2ee33465085284c01ed3bb0f6e0"
 KNOWN_SMALL = "67c72e4b31f97ef534d3219611d6ec8be2f77fb6930baac2a7354d0fb34aa607"
-
-
-def checksum(data) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        split = data.split(name)
-        for arr in (split.x, split.y):
-            h.update(np.ascontiguousarray(arr).tobytes())
-            h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

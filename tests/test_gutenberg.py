@@ -3,11 +3,11 @@ phrase recipe, the user-text hook, a clear missing-source error and generation s
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 from einspace.tasks import gutenberg
 from einspace.tasks.data import CLASSIFICATION
@@ -32,16 +32,6 @@ needs_source = pytest.mark.skipif(
 # KNOWN_SOURCE); another release legitimately changes the data, so it is compared only then.
 KNOWN_SOURCE = "a1b9684716e20cec46a789f89b8bdc242668dbb5412d87bc65306b9685eb38cf"
 KNOWN_SMALL = "b2b65141bdb2216f3e72e78559c4d2f915d8b47038abaec10f88e7c1b7f4ccb1"
-
-
-def checksum(data) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        split = data.split(name)
-        for arr in (split.x, split.y):
-            h.update(np.ascontiguousarray(arr).tobytes())
-            h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-    return h.hexdigest()
 
 
 def phrases_of(data, split: str) -> list[str]:

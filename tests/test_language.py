@@ -3,13 +3,13 @@ file round trip, a clear missing-source error, and a tiny network that learns th
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 import time
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 import einspace
 from einspace.tasks.data import CLASSIFICATION
@@ -35,16 +35,6 @@ needs_source = pytest.mark.skipif(importlib.util.find_spec("spellchecker") is No
 # compared when the source matches.
 KNOWN_SOURCE = "9602c3c8a31fd2ee89fb73c950ce23e52d4c7ebbf16c0768e766e364fcc363eb"
 KNOWN_SMALL = "92e3f3e8b52414d1666e633686eeaca342a22afa9a6b9f4b42efe65594280843"
-
-
-def checksum(data) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        split = data.split(name)
-        for arr in (split.x, split.y):
-            h.update(np.ascontiguousarray(arr).tobytes())
-            h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-    return h.hexdigest()
 
 
 def words_of(x: np.ndarray) -> set[str]:

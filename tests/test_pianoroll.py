@@ -4,13 +4,13 @@ missing-source error, and default-size generation in under a minute of CPU from 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 import time
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 from einspace.tasks import pianoroll
 from einspace.tasks.data import CLASSIFICATION
@@ -36,16 +36,6 @@ needs_source = pytest.mark.skipif(importlib.util.find_spec("music21") is None,
 # sha256 is KNOWN_SOURCE); another corpus release legitimately changes the data.
 KNOWN_SOURCE = "7e2370301ca6e40acf696b7a99b9981b061dcd10c7313157fb40bd9088f03cba"
 KNOWN_SMALL = "cd7c2329fbbcd96136c0d6ba4281bd237b6e886257c8a6f04a70906a12adb29c"
-
-
-def checksum(data) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        split = data.split(name)
-        for arr in (split.x, split.y):
-            h.update(np.ascontiguousarray(arr).tobytes())
-            h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module", autouse=True)
