@@ -1,4 +1,5 @@
-"""The ``einspace`` command: sample, inspect, seeds, terminals, tasks, grammar.
+"""The ``einspace`` command: sample, inspect, seeds, terminals, tasks, grammar, search, evaluate,
+export, report.
 
 Every input error (bad architecture text, impossible shape, unknown seed, bad config, bad
 arguments) ends with a one-line ``einspace: error: ...`` on stderr and exit status 2.
@@ -361,6 +362,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     from .export.command import add_export_command
     add_export_command(sub, input_shape, positive_int)
+    parser.commands = list(sub.choices)
     return parser
 
 
@@ -369,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
-            raise UsageError("a command is required (sample, inspect, seeds, terminals, tasks, "
-                             "grammar); see einspace --help")
+            raise UsageError(f"a command is required ({', '.join(parser.commands)}); see "
+                             f"einspace --help")
         args.run(args)
     except EinspaceError as e:
         print(f"einspace: error: {e}", file=sys.stderr)
