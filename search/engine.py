@@ -42,7 +42,7 @@ from einspace.text import parse
 
 from .config import SearchConfig, resolve
 from .evolution import RegularisedEvolution
-from .final import final_evaluation
+from .final import final_evaluation, previous_final
 from .loop import DONE, WAIT, LoopTrial, SearchLoop
 from .optuna_strategy import OptunaStrategy
 from .outputs import write_outputs
@@ -365,7 +365,7 @@ def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool
                 progress.log(f"search interrupted with {len(loop.running)} trial(s) unfinished; "
                              f"continue it with `einspace search --resume {run_dir}`")
             elif config.raw["final"]["top_k"] and driver.best is not None:
-                final = final_evaluation(
+                final = previous_final(store, config.raw["final"]["top_k"]) or final_evaluation(
                     run_dir, store, data, recipe, top_k=config.raw["final"]["top_k"],
                     epochs=config.raw["final"]["epochs"], seed=config.seed,
                     cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"],

@@ -44,6 +44,16 @@ def _retrain(derivation_text: str, data: TaskData, recipe: Recipe, threads: int)
     return summary
 
 
+def previous_final(store: TrialStore, top_k: int) -> list[dict] | None:
+    """The stored final evaluation when it already covers the current ``top_k`` best trials (a
+    finished run that is resumed again does not retrain them); None otherwise."""
+    stored = store.run("final")
+    best = [t.index for t in ranked(store.latest()) if t.status == OK][:top_k]
+    if stored and [entry["index"] for entry in stored] == best:
+        return stored
+    return None
+
+
 def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: Recipe, *,
                      top_k: int, epochs: int | None, seed: int, cpus: float, gpus: float,
                      log=print) -> list[dict]:

@@ -138,6 +138,14 @@ def test_killed_search_resumes_to_the_same_trials(reference_run, config_file, tm
     assert done.returncode == 0, done.stderr
 
     assert trial_set(run) == trial_set(reference_run[0])
+    # Resuming the finished run again changes nothing and does not retrain the final candidate.
+    final_file = run / "final" / "results.json"
+    before = (final_file.read_text(), final_file.stat().st_mtime_ns)
+    again = subprocess.run(search_command("--resume", str(run)), capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert (final_file.read_text(), final_file.stat().st_mtime_ns) == before
+    assert trial_set(run) == trial_set(reference_run[0])
     attempts = open_run_store(run).trials()
     interrupted = [t for t in attempts if t.status == "interrupted"]
     assert interrupted, "the kills should have interrupted running trials"
