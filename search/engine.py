@@ -30,9 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from einspace import count
 from einspace.analysis import annotate
 from einspace.errors import ConfigError
-from einspace.heads import check_target, head_cost
 from einspace.seeds import load_seed, seed_names
 from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.data import TaskData
@@ -165,7 +165,6 @@ class SearchDriver:
         self.best: tuple[float, int] | None = None
         for trial in loop.finished:
             self._note_best(trial)
-        self._target = check_target(data.num_classes, data.target_shape)
 
     @property
     def elapsed(self) -> float:
@@ -255,9 +254,8 @@ class SearchDriver:
                 f"{detail or 'see the Ray logs'}")
 
     def _cost(self, item: LoopTrial) -> dict:
-        annotation = annotate(item.proposal.derivation, self.data.input_shape)
-        cost = annotation.cost + head_cost(annotation.output_shape, self.data.num_classes,
-                                           self._target)
+        cost = count(item.proposal.derivation, self.data.input_shape, self.data.num_classes,
+                     self.data.target_shape)
         return {"params": cost.params, "flops": cost.flops, "activations": cost.activations}
 
 
