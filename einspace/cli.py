@@ -379,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("einspace: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -12,6 +12,7 @@ Flags override the config file; the resolved config is written into the run dire
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -66,21 +67,33 @@ def cmd_search(args) -> None:
         clashing = [flag for flag, value in (("--config", args.config), ("--task", args.task),
                                              ("--strategy", args.strategy),
                                              ("--budget", args.budget), ("--seed", args.seed),
-                                             ("--epochs", args.epochs), ("--out", args.out))
+                                             ("--epochs", args.epochs), ("--out", args.out),
+                                             ("--task-size", args.task_size),
+                                             ("--cpus-per-trial", args.cpus_per_trial),
+                                             ("--gpus-per-trial", args.gpus_per_trial))
                     if value is not None]
         if clashing:
             raise ConfigError(f"--resume continues a run with its stored config; "
                               f"{', '.join(clashing)} cannot change it")
         summary = run_search(None, args.resume, resume=True, address=args.address,
-                             workers=args.workers, quiet=args.quiet)
+                             workers=args.workers, final_top_k=0 if args.no_final else None,
+                             quiet=args.quiet)
     else:
         config = load_config(args.config, _overrides(args))
         out = Path(args.out) if args.out else RESULTS / (
             f"{Path(config.task['name']).name.replace('unseen:', '')}-{config.strategy}-"
             f"{time.strftime('%Y%m%d-%H%M%S')}")
-        summary = run_search(config, out, quiet=args.quiet)
+        try:
+            summary = run_search(config, out, quiet=args.quiet)
+        except KeyboardInterrupt:
+            if (out / "config.yaml").exists():
+                print(f"einspace: search stopped; continue it with `einspace search --resume "
+                      f"{out}`", file=sys.stderr)
+            raise
     print(f"run: {summary.run_dir}")
-    print(f"trials: {summary.trials} ({summary.failed} failed) in {summary.seconds:.0f} s"
+    rejected = f", {summary.rejected} rejected before training" if summary.rejected else ""
+    print(f"trials: {summary.trials} ({summary.failed} failed{rejected}) in "
+          f"{summary.seconds:.0f} s"
           + ("; the space ran out of new architectures" if summary.exhausted else ""))
     if summary.best_index is None:
         print("best: none (no trial succeeded)")
@@ -118,7 +131,8 @@ def add_search_commands(sub, positive_int, positive_float) -> None:
     p.add_argument("--workers", type=positive_int, help="concurrent trials")
     p.add_argument("--cpus-per-trial", type=positive_float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU (0.25)")
-    p.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--address", help="Ray cluster host:port, or 'local' (default: the "
+                   "config's search.address, else a local Ray); with --resume it moves the run")
     p.add_argument("--out", help="run directory (default results/<task>-<strategy>-<time>)")
     p.add_argument("--seed", type=int, help="search seed")
     p.add_argument("--epochs", type=positive_int, help="training epochs per trial")

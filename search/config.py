@@ -17,6 +17,7 @@ search:
   address: null               # a Ray cluster (head-ip:6379); local Ray otherwise
   storage: null               # database URL; sqlite file in the run directory otherwise
   keep_weights: 3             # trained weights kept for the best K trials
+  memory_per_trial: auto      # memory budget per trial: auto (from the Ray nodes), 6GB, or off
 evolution: {population_size: 100, tournament_size: 10, seeds: [resnet18], crossover_rate: 0.0}
 optuna: {sampler: tpe}        # tpe | random
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from einspace.config import SpaceConfig, read_yaml, space_config
 from einspace.errors import ConfigError
+from einspace.memory import parse_bytes
 from einspace.tasks.recipe import Recipe
 
 STRATEGIES = ("evolution", "random", "optuna")
@@ -52,7 +54,7 @@ DEFAULTS: dict = {
     "search": {"strategy": "evolution", "trials": 200, "time": None, "workers": 2,
                "ordering": "deterministic", "cpus_per_trial": 1, "gpus_per_trial": 0,
                "retries": 1, "scheduler": "none", "grace_epochs": 1, "address": None,
-               "storage": None, "keep_weights": 3},
+               "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
     "evolution": {"population_size": 100, "tournament_size": 10, "seeds": ["resnet18"],
                   "crossover_rate": 0.0},
     "optuna": {"sampler": "tpe"},
@@ -218,6 +220,15 @@ def _check(raw: dict) -> None:
                           "budget")
     s["time"] = parse_duration(s["time"])
     _number("search.cpus_per_trial", s["cpus_per_trial"], 0.0, strict=True)
+    if s["memory_per_trial"] not in ("auto", "off", None):
+        parse_bytes(s["memory_per_trial"], "search.memory_per_trial")
+    if s["address"] is not None:
+        if not isinstance(s["address"], str) or not s["address"]:
+            raise ConfigError(f"search.address must be host:port, 'local' or null, got "
+                              f"{s['address']!r}")
+        if s["address"].startswith("ray://"):
+            raise ConfigError(f"search.address {s['address']}: Ray Client (ray://) addresses "
+                              f"are not supported; give the head's host:port")
     _number("search.gpus_per_trial", s["gpus_per_trial"], 0.0)
     for key in ("seed",):
         _integer(key, raw[key], 0)

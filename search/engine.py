@@ -13,6 +13,15 @@
    first, finished trials are replayed into the strategy (see the loop's docstring for the exact
    ordering guarantees), and the search continues to the same budget.
 
+No trial can take the driver down.  A candidate's own failures (exceptions, NaN, out-of-memory
+inside the process) come back as failed results; a worker that dies (SIGKILL, a lost node) is
+retried by Tune and every lost attempt is recorded with its node, seconds and reason; a
+memory-monitor kill, which Tune cannot deliver as a trial error and raises out of
+``Tuner.fit``, is caught here: the killed trial's attempt is recorded (failed for good after
+``retries`` re-runs), the others are re-queued, and the search continues in a new Tune session.
+Before any of that, candidates whose estimated training memory exceeds the per-trial budget are
+rejected without being launched (:mod:`einspace.search.resources`).
+
 Nothing here trains or samples by itself: strategies propose, ``search.trial`` trains on the
 worker.
 """
@@ -21,10 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import math
-import os
+import shutil
+import sqlite3
 import time
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,20 +53,27 @@ from einspace.tasks.recipe import Recipe
 from einspace.tasks.registry import load_task, task_recipe
 from einspace.text import parse
 
+from .cluster import check_address, start_ray
 from .config import SearchConfig, resolve
 from .evolution import RegularisedEvolution
+from .faults import describe, is_memory_kill, killed_actor
 from .final import final_evaluation, previous_final
 from .loop import DONE, WAIT, LoopTrial, SearchLoop
 from .optuna_strategy import OptunaStrategy
 from .outputs import write_outputs
 from .progress import Progress
 from .random_search import RandomSearch
-from .store import TrialStore, default_url
-from .strategy import FAILED, OK, STOPPED, Outcome, Strategy
+from .resources import MemoryScreen, derived_max_activations, resolve_memory_budget, trial_resources
+from .store import INTERRUPTED, LOST, WRITE_FAILED, StoreError, TrialStore, default_url
+from .strategy import FAILED, OK, REJECTED, STOPPED, Outcome, Strategy
 from .trial import ModelWrapper, run_trial
-from .weights import WeightKeeper
+from .weights import KeeperSpec
 
 CONFIG_FILE = "config.yaml"
+COLLATERAL_LIMIT = 5
+"""How often a trial may be cut short by Tune stopping for *another* worker's death (a
+memory-monitor kill of a process that is not a trial) before it is failed: keeps a node that
+kills its workers over and over from looping the search."""
 LAG_PER_WORKER = 2
 """Deterministic ordering tells the strategy the results of trials up to n - 2*workers before it
 proposes trial n.  A lag of just ``workers`` would be the freshest information, but then a free
@@ -75,6 +95,7 @@ class SearchSummary:
     seconds: float
     exhausted: bool
     final: list[dict]
+    rejected: int = 0
 
 
 def search_recipe(config: SearchConfig) -> Recipe:
@@ -122,17 +143,47 @@ def make_strategy(config: SearchConfig, input_shape: tuple[int, ...]) -> Strateg
 
 
 def prepare_run_dir(config: SearchConfig, run_dir: Path) -> None:
-    """A fresh run directory with the resolved config (refuses to reuse a used one)."""
+    """A fresh run directory with the resolved config.  A directory whose search never got to
+    its first trial (killed or refused during start-up) is reused; one holding trials is
+    refused."""
     if (run_dir / CONFIG_FILE).exists():
-        raise ConfigError(f"{run_dir} already holds a search; continue it with "
-                          f"`einspace search --resume {run_dir}` or choose another --out")
+        if recorded_trials(run_dir):
+            raise ConfigError(f"{run_dir} already holds a search; continue it with "
+                              f"`einspace search --resume {run_dir}` or choose another --out")
+        (run_dir / "trials.db").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tune", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    _write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def recorded_trials(run_dir: Path) -> int:
+    """How many attempts the run's SQLite database records (0 when there is none yet)."""
+    db = run_dir / "trials.db"
+    if not db.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+            return connection.execute("select count(*) from trials").fetchone()[0]
+    except sqlite3.Error:
+        return 1  # unreadable: never overwrite it
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def read_run_config(run_dir: Path) -> SearchConfig:
     file = run_dir / CONFIG_FILE
+    if not run_dir.exists():
+        raise ConfigError(f"{run_dir} does not exist: no search was started there (start one "
+                          f"with `einspace search --config ... --out {run_dir}`)")
     if not file.is_file():
+        if run_dir.is_dir() and not any(p.name not in (".lock",) for p in run_dir.iterdir()):
+            raise ConfigError(f"{run_dir} holds no {CONFIG_FILE}: its search was stopped "
+                              f"before it started and nothing was lost; run the original "
+                              f"`einspace search` command again with --out {run_dir}")
         raise ConfigError(f"{run_dir} is not a search run directory (no {CONFIG_FILE})")
     try:
         data = yaml.safe_load(file.read_text())
@@ -149,19 +200,26 @@ class SearchDriver:
     """Connects the loop, the store and the progress display to Tune's callbacks."""
 
     def __init__(self, config: SearchConfig, run_dir: Path, loop: SearchLoop, store: TrialStore,
-                 data: TaskData, progress: Progress, elapsed_before: float):
+                 data: TaskData, progress: Progress, elapsed_before: float,
+                 screen: MemoryScreen | None = None):
         self.config = config
         self.run_dir = run_dir
         self.loop = loop
         self.store = store
         self.data = data
         self.progress = progress
+        self.screen = screen
         self.time_budget = config.search["time"]
         self.elapsed_before = elapsed_before
         self.started = time.time()
         self.attempts: dict[str, tuple[int, int]] = {}  # Tune trial id -> (index, attempt)
+        self.launched: dict[str, float] = {}  # Tune trial id -> when its attempt was recorded
+        self.where: dict[str, dict] = {}  # Tune trial id -> node and pid of its worker
         self.epochs: dict[str, list[dict]] = {}  # per-epoch reports of running trials
         self.tune_trials: dict[str, object] = {}
+        self.actors: dict[str, str] = {}  # Tune trial id -> its Ray actor's hex id
+        self.lost = Counter(t.index for t in store.trials() if t.status == LOST)
+        self.collateral: Counter[int] = Counter()
         self.best: tuple[float, int] | None = None
         for trial in loop.finished:
             self._note_best(trial)
@@ -174,19 +232,37 @@ class SearchDriver:
         if self.time_budget is not None and self.elapsed >= self.time_budget:
             self.loop.stop()
         item = self.loop.next()
+        self._record_rejections()
         if item is WAIT:
             return None
         if item is DONE:
             return DONE
-        number = self.store.start(item.index, item.proposal, self._cost(item))
-        self.attempts[trial_id] = (item.index, number)
-        self.progress.started(item.index)
+        self._launch(trial_id, item)
         return {"index": item.index, "derivation": item.proposal.derivation.text,
                 "seed": self.config.seed,
-                "threads": max(1, math.floor(self.config.search["cpus_per_trial"]))}
+                "threads": max(1, math.floor(self.config.search["cpus_per_trial"])),
+                "memory": self.screen.request(item.proposal) if self.screen else None}
+
+    def _launch(self, trial_id: str, item: LoopTrial) -> None:
+        number = self.store.start(item.index, item.proposal, self._cost(item))
+        self.attempts[trial_id] = (item.index, number)
+        self.launched[trial_id] = time.time()
+        self.progress.started(item.index)
+
+    def _record_rejections(self) -> None:
+        for trial in self.loop.take_rejections():
+            number = self.store.start(trial.index, trial.proposal, self._cost(trial))
+            self.store.finish(number, trial.outcome.status, -math.inf, trial.reason, {},
+                              trial.tell_seq)
+            self.progress.log(f"trial {trial.index}: {trial.reason}")
 
     def on_result(self, trial_id: str, result: dict) -> None:
-        if result.get("kind") != "epoch" or trial_id not in self.attempts:
+        if trial_id not in self.attempts:
+            return
+        if result.get("kind") == "start":
+            self.where[trial_id] = {k: result[k] for k in ("node", "host", "pid") if k in result}
+            return
+        if result.get("kind") != "epoch":
             return
         seen = self.epochs.setdefault(trial_id, [])
         if seen and seen[-1]["epoch"] >= result["epoch"]:
@@ -204,11 +280,10 @@ class SearchDriver:
             # before (or instead of) forwarding that result to on_result.
             self.on_result(trial_id, result)
         index, number = self.attempts.pop(trial_id)
-        trial = self.loop.trials[index]
         if error:
             status, score = FAILED, -math.inf
             reason = self._error_reason(trial_id)
-            info = {}
+            info = self._attempt_info(trial_id)
         elif not result or result.get("kind") != "final":
             history = self.epochs.get(trial_id, [])
             status = STOPPED
@@ -219,9 +294,14 @@ class SearchDriver:
             status, score, reason = result["status"], result["score"], result["reason"]
             info = {k: result[k] for k in ("history", "seconds", "epochs_run", "device",
                                            "gpu_ids", "began", "node", "host", "pid",
-                                           "weights_kept")
+                                           "weights_kept", "compile", "gpu")
                     if k in result}
-        self.epochs.pop(trial_id, None)
+        self._forget(trial_id)
+        self._finish(index, number, status, score, reason, info)
+
+    def _finish(self, index: int, number: int, status: str, score: float, reason: str,
+                info: dict) -> None:
+        trial = self.loop.trials[index]
         if status == FAILED:
             score = -math.inf
         outcome = Outcome(index, trial.proposal.derivation, score, status,
@@ -233,6 +313,63 @@ class SearchDriver:
             (self.run_dir / "best.arch").write_text(trial.proposal.derivation.text + "\n")
         self.progress.finished(index, status, score, self.best)
 
+    def on_recover(self, trial_id: str) -> None:
+        """Tune is retrying a trial whose worker died (SIGKILL, a lost node or raylet): the lost
+        attempt keeps its own record and the retry gets a new one."""
+        if trial_id not in self.attempts:
+            return
+        index, number = self.attempts[trial_id]
+        reason = f"attempt lost, retried: {describe(self._tune_error(trial_id))}"
+        self.store.finish(number, LOST, -math.inf, reason, self._attempt_info(trial_id), None)
+        self.lost[index] += 1
+        self._forget(trial_id)
+        self._launch(trial_id, self.loop.trials[index])
+
+    def crashed(self, error: BaseException) -> None:
+        """Tune aborted its run on a failure it cannot deliver as a trial error (a memory-monitor
+        kill): the killed trial's attempt is recorded as lost (failed for good once it has used
+        up ``retries``), every other running attempt as interrupted, and both are queued to run
+        again in the next Tune session."""
+        reason = describe(error)
+        actor = killed_actor(str(error))
+        culprits = [tid for tid in self.attempts if actor is None
+                    or actor[0] == self.actors.get(tid)
+                    or actor[1] == self.where.get(tid, {}).get("pid")]
+        for trial_id, (index, number) in list(self.attempts.items()):
+            info = self._attempt_info(trial_id)
+            self.attempts.pop(trial_id)
+            self._forget(trial_id)
+            if trial_id not in culprits:
+                self.collateral[index] += 1
+                if self.collateral[index] > COLLATERAL_LIMIT:
+                    self._finish(index, number, FAILED, -math.inf,
+                                 f"cut short {self.collateral[index]} times when Tune stopped "
+                                 f"for other workers; last: {reason}", info)
+                    continue
+                self.store.finish(number, INTERRUPTED, -math.inf,
+                                  f"stopped when another worker was {reason}; run again",
+                                  info, None)
+                self.loop.requeue(index)
+                continue
+            self.lost[index] += 1
+            attempts = self.lost[index]
+            if attempts > self.config.search["retries"]:
+                self._finish(index, number, FAILED, -math.inf,
+                             f"{reason} ({attempts} attempt(s))", info)
+            else:
+                self.store.finish(number, LOST, -math.inf, f"attempt lost, retried: {reason}",
+                                  info, None)
+                self.loop.requeue(index)
+
+    def _attempt_info(self, trial_id: str) -> dict:
+        began = self.launched.get(trial_id)
+        return {**self.where.get(trial_id, {}),
+                "seconds": time.time() - began if began is not None else None}
+
+    def _forget(self, trial_id: str) -> None:
+        for table in (self.epochs, self.launched, self.where):
+            table.pop(trial_id, None)
+
     def _note_best(self, trial: LoopTrial) -> bool:
         """Whether a finished trial is the new best (ties go to the lower index)."""
         outcome = trial.outcome
@@ -243,20 +380,34 @@ class SearchDriver:
         self.best = (outcome.score, trial.index)
         return True
 
-    def _error_reason(self, trial_id: str) -> str:
+    def _tune_error(self, trial_id: str) -> str | None:
+        """The latest failure Tune recorded for a trial (its error file on the driver holds one
+        block per failure; the storage copy, which ``Trial.get_error`` reads, may lag)."""
         trial = self.tune_trials.get(trial_id)
-        error = trial.get_error() if trial is not None else None
-        text = str(error).strip().splitlines() if error else []
-        detail = next((line for line in text if "died" in line or "Error" in line),
-                      text[0] if text else "")
+        if trial is None:
+            return None
+        name = trial.run_metadata.error_filename
+        local = Path(trial.local_path, name) if trial.local_path and name else None
+        text = local.read_text() if local is not None and local.is_file() else trial.get_error()
+        return text.rsplit("Failure # ", 1)[-1].split("\n", 1)[-1] if text else None
+
+    def _error_reason(self, trial_id: str) -> str:
         retries = self.config.search["retries"]
         return (f"the trial's worker failed after {retries + 1} attempt(s): "
-                f"{detail or 'see the Ray logs'}")
+                f"{describe(self._tune_error(trial_id))}")
 
     def _cost(self, item: LoopTrial) -> dict:
         cost = count(item.proposal.derivation, self.data.input_shape, self.data.num_classes,
                      self.data.target_shape)
-        return {"params": cost.params, "flops": cost.flops, "activations": cost.activations}
+        info = {"params": cost.params, "flops": cost.flops, "activations": cost.activations}
+        if self.screen is not None:
+            info["memory_estimate"] = self.screen.estimate(item.proposal).total
+        return info
+
+
+def _actor_id(tune_trial) -> str | None:
+    actor = getattr(getattr(tune_trial, "temporary_state", None), "ray_actor", None)
+    return actor._actor_id.hex() if actor is not None else None
 
 
 def _not_restorable() -> None:
@@ -296,6 +447,10 @@ def _tune_adapters(driver: SearchDriver):
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.driver.tune_trials[trial.trial_id] = trial
+            self.driver.actors[trial.trial_id] = _actor_id(trial)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            self.driver.on_recover(trial.trial_id)
 
         def __reduce__(self):
             return _not_restorable, ()
@@ -303,92 +458,148 @@ def _tune_adapters(driver: SearchDriver):
     return LoopSearcher(driver), TrialRegistry(driver)
 
 
-def start_ray(address: str | None) -> bool:
-    """Connect to ``address`` or start Ray in-process; returns whether this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # The trial database is the record; Tune's CSV/JSON/TensorBoard result files would only
-    # duplicate it (and TensorBoard warns about the -inf score of every failed candidate).
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    kwargs = {"include_dashboard": False, "log_to_driver": False,
-              "logging_level": logging.ERROR}
-    try:
-        ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
-    except ConnectionError as e:
-        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
-    except ray.exceptions.AuthenticationError as e:
-        raise ConfigError(f"the Ray cluster at {address!r} refused this driver's token ({e}); "
-                          f"export the cluster's RAY_AUTH_MODE and RAY_AUTH_TOKEN (see the "
-                          f"README's cluster section)") from None
-    return True
-
-
 def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool = False,
                address: str | None = None, workers: int | None = None,
-               wrap_model: ModelWrapper | None = None, quiet: bool = False) -> SearchSummary:
+               final_top_k: int | None = None, wrap_model: ModelWrapper | None = None,
+               quiet: bool = False) -> SearchSummary:
     """Run a search into ``run_dir`` (a new directory; with ``resume``, an existing one whose
     stored config is used and ``config`` is ignored).
 
-    ``address`` and ``workers`` override the config (a resumed search may move to a cluster);
-    ``wrap_model`` is a fault-injection hook for tests (see :mod:`einspace.search.trial`)."""
+    ``address`` (``local`` for a local Ray), ``workers`` and ``final_top_k`` (0: no final
+    evaluation) override the config for this session only (a resumed search may move to another
+    cluster); ``wrap_model`` is a fault-injection hook for tests (see
+    :mod:`einspace.search.trial`)."""
     run_dir = Path(run_dir)
     if resume:
         config = read_run_config(run_dir)
-    search = config.search
-    workers = workers or search["workers"]
+    address = address or config.search["address"]
+    check_address(address)
     data = load_search_task(config)
     recipe = search_recipe(config)
-    strategy = make_strategy(config, data.input_shape)
-    if not resume:
-        prepare_run_dir(config, run_dir)
-    with run_lock(run_dir):
-        store = TrialStore(store_url(config, run_dir))
-        loop = _restore_loop(config, store, strategy, resume)
-        progress = Progress(search["trials"], search["time"], quiet=quiet)
-        progress.restored(loop)
-        driver = SearchDriver(config, run_dir, loop, store, data, progress,
-                              elapsed_before=store.run("elapsed", 0.0) if resume else 0.0)
-        started_ray = start_ray(address or search["address"])
-        final: list[dict] = []
-        try:
-            _fit(driver, config, recipe, data, run_dir, workers, wrap_model)
-            store.set_run("elapsed", driver.elapsed)
-            progress.close()
-            write_outputs(run_dir, store)
-            interrupted = bool(loop.running)
-            if interrupted:
-                progress.log(f"search interrupted with {len(loop.running)} trial(s) unfinished; "
-                             f"continue it with `einspace search --resume {run_dir}`")
-            elif config.raw["final"]["top_k"] and driver.best is not None:
-                final = previous_final(store, config.raw["final"]["top_k"]) or final_evaluation(
-                    run_dir, store, data, recipe, top_k=config.raw["final"]["top_k"],
-                    epochs=config.raw["final"]["epochs"], seed=config.seed,
-                    cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"],
-                    log=progress.log)
-        finally:
-            if started_ray:
-                import ray
-                ray.shutdown()
+    started_ray = start_ray(address)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
+            if not resume:
+                config = settle_resources(config, recipe, data)
+                prepare_run_dir(config, run_dir)
+            return _search(config, run_dir, data, recipe, resume=resume,
+                           workers=workers or config.search["workers"],
+                           final_top_k=config.raw["final"]["top_k"] if final_top_k is None
+                           else final_top_k, wrap_model=wrap_model, quiet=quiet)
+    finally:
+        if started_ray:
+            import ray
+            ray.shutdown()
+
+
+def settle_resources(config: SearchConfig, recipe: Recipe, data: TaskData) -> SearchConfig:
+    """The config with its per-trial memory budget resolved to bytes (``auto`` looks at the Ray
+    nodes) and, unless the config sets one, the sampler's activation budget derived from it; the
+    run directory stores the result, so a resumed search screens exactly as this one."""
+    raw = config.to_dict()
+    search = raw["search"]
+    budget = resolve_memory_budget(search["memory_per_trial"], workers=search["workers"],
+                                   cpus_per_trial=search["cpus_per_trial"])
+    search["memory_per_trial"] = budget if budget is not None else "off"
+    if budget is not None and "max_activations" not in raw["budget"]:
+        derived = derived_max_activations(budget, recipe, data)
+        raw["budget"] = {**raw["budget"], "max_activations": min(
+            derived, config.space.budget.max_activations)}
+    return resolve(raw)
+
+
+def _search(config: SearchConfig, run_dir: Path, data: TaskData, recipe: Recipe, *,
+            resume: bool, workers: int, final_top_k: int, wrap_model: ModelWrapper | None,
+            quiet: bool) -> SearchSummary:
+    search = config.search
+    budget = search["memory_per_trial"]
+    screen = MemoryScreen(data, recipe, budget if isinstance(budget, int) else None)
+    store = TrialStore(store_url(config, run_dir))
+    loop = _restore_loop(config, store, make_strategy(config, data.input_shape), resume, screen)
+    progress = Progress(search["trials"], search["time"], quiet=quiet)
+    progress.restored(loop)
+    driver = SearchDriver(config, run_dir, loop, store, data, progress,
+                          elapsed_before=store.run("elapsed", 0.0) if resume else 0.0,
+                          screen=screen)
+    final: list[dict] = []
+    _fit_to_the_end(driver, config, recipe, data, run_dir, workers, wrap_model)
+    store.set_run("elapsed", driver.elapsed)
+    progress.close()
+    write_outputs(run_dir, store)
+    if loop.running:
+        progress.log(f"search interrupted with {len(loop.running)} trial(s) unfinished; "
+                     f"continue it with `einspace search --resume {run_dir}`")
+    elif final_top_k and driver.best is not None:
+        final = previous_final(store, final_top_k) or final_evaluation(
+            run_dir, store, data, recipe, top_k=final_top_k,
+            epochs=config.raw["final"]["epochs"], seed=config.seed,
+            cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"], log=progress.log)
     trials = store.latest()
     best = driver.best
-    return SearchSummary(run_dir, len(trials), sum(t.status == FAILED for t in trials),
+    return SearchSummary(run_dir, sum(t.status != REJECTED for t in trials),
+                         sum(t.status == FAILED for t in trials),
                          best[1] if best else None, best[0] if best else None,
                          loop.trials[best[1]].proposal.derivation.text if best else None,
-                         driver.elapsed, loop.exhausted, final)
+                         driver.elapsed, loop.exhausted, final,
+                         rejected=sum(t.status == REJECTED for t in trials))
+
+
+def _fit_to_the_end(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data: TaskData,
+                    run_dir: Path, workers: int, wrap_model: ModelWrapper | None) -> None:
+    """Run Tune sessions until the loop is done: a session that Tune aborts (a memory-monitor
+    kill raises out of ``Tuner.fit``) is recorded by :meth:`SearchDriver.crashed` and followed
+    by a new one.  Each abort settles at least one attempt for good or uses one of its
+    ``retries``, so this ends."""
+    import ray
+
+    keeper = _weight_keeper(config, run_dir)
+    while True:
+        try:
+            _fit(driver, config, recipe, data, run_dir, workers, wrap_model, keeper)
+            return
+        except Exception as error:  # Tune re-raises whatever the failed future held
+            failure = _store_failure(error)
+            if failure is not None:
+                raise failure from None
+            if not (driver.attempts and ray.is_initialized() and _from_ray(error)):
+                raise
+            driver.progress.log(f"Tune stopped: {describe(error)}; recording the running "
+                                f"trials and continuing")
+            driver.crashed(error)
+
+
+def _store_failure(error: BaseException) -> StoreError | None:
+    """The store's write failure inside an exception out of Tune (Tune re-raises a callback's
+    error as a TuneError holding its traceback text)."""
+    for line in reversed(str(error).splitlines()):
+        if WRITE_FAILED in line:
+            return StoreError(line[line.index(WRITE_FAILED):])
+    return None
+
+
+def _from_ray(error: BaseException) -> bool:
+    """Whether an exception out of ``Tuner.fit`` is Ray reporting a dead worker (rather than a
+    bug of ours, which must surface)."""
+    import ray
+
+    while error is not None:
+        if isinstance(error, ray.exceptions.RayError) or is_memory_kill(str(error)):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _restore_loop(config: SearchConfig, store: TrialStore, strategy: Strategy,
-                  resume: bool) -> SearchLoop:
+                  resume: bool, screen=None) -> SearchLoop:
     """A fresh loop, or on resume the loop rebuilt from the store (interrupted attempts marked
     and queued to run again).  The ordering lag comes from the config's ``workers`` (the
     resolved config is written before any trial), so a resumed run repeats the uninterrupted one
     even when it is given a different number of workers."""
     search = config.search
     lag = LAG_PER_WORKER * search["workers"] if search["ordering"] == "deterministic" else None
-    loop = SearchLoop(strategy, seed=config.seed, max_trials=search["trials"], lag=lag)
+    loop = SearchLoop(strategy, seed=config.seed, max_trials=search["trials"], lag=lag,
+                      screen=screen)
     if resume:
         store.interrupt_unfinished()
         loop.restore([LoopTrial(t.index, t.as_proposal(), t.as_outcome(), t.tell_seq)
@@ -424,7 +635,9 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
     final_cfg = config.raw["final"]
     search = config.search
     progress = Progress(None, None, quiet=quiet)
-    started_ray = start_ray(address or search["address"])
+    address = address or search["address"]
+    check_address(address)
+    started_ray = start_ray(address)
     try:
         return final_evaluation(run_dir, store, data, search_recipe(config),
                                 top_k=top_k or final_cfg["top_k"] or 1,
@@ -437,23 +650,33 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
             ray.shutdown()
 
 
-def _fit(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data: TaskData,
-         run_dir: Path, workers: int, wrap_model: ModelWrapper | None) -> None:
+def _weight_keeper(config: SearchConfig, run_dir: Path) -> KeeperSpec | None:
+    """The run's weight keeper, started on the driver's node (trials reach it by name and start
+    it again if it dies).  Not restartable by Ray on purpose: Ray's memory monitor kills
+    retriable workers first, and the keeper must not be the one it picks."""
     import ray
+
+    if not config.search["keep_weights"]:
+        return None
+    directory = (run_dir / "weights").resolve()
+    spec = KeeperSpec(f"einspace-weights-{zlib.crc32(str(directory).encode()):08x}",
+                      ray.get_runtime_context().get_node_id(), str(directory),
+                      config.search["keep_weights"])
+    spec.handle()
+    return spec
+
+
+def _fit(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data: TaskData,
+         run_dir: Path, workers: int, wrap_model: ModelWrapper | None,
+         keeper: KeeperSpec | None) -> None:
     from ray import tune
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     search = config.search
-    keeper = None
-    if search["keep_weights"]:
-        here = ray.get_runtime_context().get_node_id()
-        keeper = ray.remote(num_cpus=0)(WeightKeeper).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
-            str((run_dir / "weights").resolve()), search["keep_weights"])
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data, recipe=recipe, keeper=keeper,
                              wrap_model=wrap_model),
-        {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]})
+        functools.partial(trial_resources, cpus=search["cpus_per_trial"],
+                          gpus=search["gpus_per_trial"]))
     scheduler = None
     if search["scheduler"] == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -464,7 +687,8 @@ def _fit(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data: TaskD
     searcher, registry = _tune_adapters(driver)
     session = len([p for p in (run_dir / "tune").glob("session-*")]) \
         if (run_dir / "tune").is_dir() else 0
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    for name in ("ray.tune", "ray.air", "ray.train"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,

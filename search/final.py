@@ -17,6 +17,7 @@ from einspace.errors import ConfigError
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
 
+from .faults import describe
 from .outputs import ranked
 from .store import TrialStore
 from .strategy import OK
@@ -79,7 +80,7 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
     out_dir.mkdir(exist_ok=True)
     results = []
     for trial in candidates:
-        summary = ray.get(pending[trial.index])
+        summary = _collect(pending[trial.index])
         weights = summary.pop("weights")
         if weights is not None:
             (out_dir / f"trial-{trial.index}.pt").write_bytes(weights)
@@ -95,3 +96,14 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     store.set_run("final", results)
     return results
+
+
+def _collect(ref) -> dict:
+    """A retraining's summary, or a failed one when its worker died (memory monitor, node)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        return {"weights": None, "score": None, "status": "failed", "reason": describe(e),
+                "epochs_run": 0, "seconds": 0.0}

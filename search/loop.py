@@ -14,15 +14,26 @@ Each proposal draws from ``random.Random(f"{seed}/{index}")``, so no RNG state n
 proposal whose architecture hash was already proposed is not trained again: the strategy is asked
 again (its stream continues); after ``max_duplicate_draws`` duplicates in a row the space is
 considered exhausted and the loop stops proposing.
+
+An optional ``screen`` looks at every new proposal before it is handed out and may reject it
+(returning the reason): a rejected proposal keeps its index and is told to the strategy as a
+``rejected`` outcome like any other, but is never run and does not count against
+``max_trials``.  Screening is a pure function of the proposal, so a resumed search rejects
+exactly what the uninterrupted one did.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .strategy import Outcome, Proposal, Strategy
+from .strategy import REJECTED, Outcome, Proposal, Strategy
+
+Screen = Callable[[Proposal], "str | None"]
+"""``screen(proposal) -> reason`` to reject it before it runs, or None to let it run."""
 
 
 class _Signal:
@@ -47,6 +58,11 @@ class LoopTrial:
     proposal: Proposal
     outcome: Outcome | None = None
     tell_seq: int | None = None
+    reason: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.outcome is not None and self.outcome.status == REJECTED
 
     @property
     def hash(self) -> str:
@@ -57,7 +73,8 @@ class SearchLoop:
     """Hands out numbered, de-duplicated proposals and feeds outcomes back in a fixed order."""
 
     def __init__(self, strategy: Strategy, *, seed: int, max_trials: int | None,
-                 lag: int | None = 1, max_duplicate_draws: int = 100):
+                 lag: int | None = 1, max_duplicate_draws: int = 100,
+                 screen: Screen | None = None):
         if lag is not None and lag < 1:
             raise ValueError("lag must be a positive integer or None")
         self.strategy = strategy
@@ -65,6 +82,9 @@ class SearchLoop:
         self.max_trials = max_trials
         self.lag = lag
         self.max_duplicate_draws = max_duplicate_draws
+        self.screen = screen
+        self.rejections: list[LoopTrial] = []
+        """Rejected trials not yet collected by the caller (see :meth:`take_rejections`)."""
         self.trials: list[LoopTrial] = []
         self.duplicates = 0
         self.exhausted = False
@@ -76,12 +96,30 @@ class SearchLoop:
 
     # -- handing out work ------------------------------------------------------------------
     def next(self) -> LoopTrial | _Signal:
-        """The next trial to run (a re-run of an interrupted one first), WAIT or DONE."""
+        """The next trial to run (a re-run of an interrupted one first), WAIT or DONE; proposals
+        the screen rejects on the way are collected in :attr:`rejections`."""
+        while True:
+            item = self._next_proposal()
+            if not isinstance(item, LoopTrial) or item.outcome is None:
+                return item
+            self.rejections.append(item)
+
+    def take_rejections(self) -> list[LoopTrial]:
+        """The trials rejected since the last call (for the caller to record)."""
+        taken, self.rejections = self.rejections, []
+        return taken
+
+    @property
+    def trained(self) -> int:
+        """Trials that count against ``max_trials`` (all but the rejected)."""
+        return sum(not t.rejected for t in self.trials)
+
+    def _next_proposal(self) -> LoopTrial | _Signal:
         if self._rerun:
             return self.trials[self._rerun.popleft()]
         n = len(self.trials)
         if self.stopped or self.exhausted or (self.max_trials is not None
-                                              and n >= self.max_trials):
+                                              and self.trained >= self.max_trials):
             return DONE
         if self.lag is not None:
             while self._told_in_order <= n - self.lag:
@@ -94,7 +132,7 @@ class SearchLoop:
         for _ in range(self.max_duplicate_draws):
             proposal = self.strategy.ask(n, rng)
             if proposal.derivation.hash not in self._hashes:
-                return self._add(proposal)
+                return self._screened(self._add(proposal))
             self.duplicates += 1
         self.exhausted = True
         return DONE
@@ -109,6 +147,11 @@ class SearchLoop:
         if self.lag is None:
             self._tell(trial)
         return trial.tell_seq
+
+    def requeue(self, index: int) -> None:
+        """Run a handed-out trial again (its attempt was lost or cut short) before anything new."""
+        if self.trials[index].outcome is None and index not in self._rerun:
+            self._rerun.append(index)
 
     def stop(self) -> None:
         """Propose nothing new (a time budget ran out); re-runs of interrupted trials still go."""
@@ -149,6 +192,14 @@ class SearchLoop:
         return list(self._rerun)
 
     # -- internals -------------------------------------------------------------------------
+    def _screened(self, trial: LoopTrial) -> LoopTrial:
+        reason = self.screen(trial.proposal) if self.screen is not None else None
+        if reason:
+            trial.reason = reason
+            self.finish(trial.index, Outcome(trial.index, trial.proposal.derivation, -math.inf,
+                                             REJECTED, trial.proposal.choices))
+        return trial
+
     def _add(self, proposal: Proposal) -> LoopTrial:
         trial = LoopTrial(len(self.trials), proposal)
         self.trials.append(trial)

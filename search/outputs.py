@@ -25,7 +25,8 @@ COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "par
 
 
 def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
-    """Best first: ok trials by score (ties: lower index), then stopped, then failed."""
+    """Best first: ok trials by score (ties: lower index), then stopped, then failed and
+    rejected."""
     def key(t: StoredTrial):
         score = t.score if t.score is not None and math.isfinite(t.score) else -math.inf
         group = 0 if t.status == OK else 1 if t.status == "stopped" else 2
@@ -46,6 +47,7 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
         "ok": sum(t.status == OK for t in order),
         "failed": sum(t.status == "failed" for t in order),
         "stopped": sum(t.status == "stopped" for t in order),
+        "rejected": sum(t.status == "rejected" for t in order),
         "failures": Counter(t.reason for t in order if t.status == "failed"),
         "best": None if best is None else {"index": best.index, "score": best.score,
                                            "hash": best.hash,

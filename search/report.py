@@ -38,7 +38,7 @@ from .engine import read_run_config
 from .final import FINAL_DIR
 from .outputs import plot_progress, ranked
 from .store import StoredTrial, StoreError, open_run_store
-from .strategy import FAILED, OK, STOPPED
+from .strategy import FAILED, OK, REJECTED, STOPPED
 
 REPORT_DIR = "report"
 GRAPHS_DIR = "graphs"
@@ -241,7 +241,8 @@ def _headline(facts: RunFacts) -> list[str]:
     counts = Counter(t.status if t.done else "unfinished" for t in facts.trials)
     lines = [f"run {facts.run_dir}: task {facts.task}, strategy {facts.strategy}",
              f"trials: {len(facts.trials)} ({counts[OK]} ok, {counts[FAILED]} failed, "
-             f"{counts[STOPPED]} stopped, {counts['unfinished']} unfinished)"
+             f"{counts[STOPPED]} stopped, {counts[REJECTED]} rejected before training, "
+             f"{counts['unfinished']} unfinished)"
              + _span(facts.trials)]
     good = facts.successful
     if not good:

@@ -10,6 +10,8 @@ User attributes of a trial: ``trial`` (index, hash, canonical derivation text, o
 parents, strategy choices, params, FLOPs, activations; written in one transaction before the
 trial starts) and, when it ends, ``outcome`` (status ok / failed / stopped / interrupted, score,
 reason, per-epoch history, seconds, node, ``tell_seq``; one transaction, then the Optuna state).
+A candidate screened out before launch (status ``rejected``, e.g. over the memory budget) is
+recorded the same way, with its estimate, and never ran.
 A driver killed between any two writes leaves a readable database.  The per-epoch eval score is
 also an Optuna intermediate value, so the dashboard draws learning curves.  Run-level facts (the
 resolved config, the strategy ordering) are study user attributes.
@@ -17,31 +19,55 @@ resolved config, the strategy ordering) are study user attributes.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError
 from einspace.text import parse
 
-from .strategy import FAILED, OK, STOPPED, Outcome, Proposal
+from .strategy import FAILED, OK, REJECTED, STOPPED, Outcome, Proposal
 
 STUDY = "einspace"
+WRITE_FAILED = "cannot write the trial database"
 RECORD, OUTCOME = "trial", "outcome"
 INTERRUPTED = "interrupted"
+LOST = "lost"
+"""An attempt whose worker died (killed, its node lost) and that was run again."""
 _STATES = {OK: TrialState.COMPLETE, FAILED: TrialState.FAIL, STOPPED: TrialState.PRUNED,
-           INTERRUPTED: TrialState.FAIL}
+           INTERRUPTED: TrialState.FAIL, LOST: TrialState.FAIL,
+           REJECTED: TrialState.FAIL}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class StoreError(EinspaceError):
-    """A trial database that cannot be opened or read."""
+    """A trial database that cannot be opened, read or written."""
+
+
+def _writing(method):
+    """A store write whose database cannot be written (disk full, read-only, locked past the
+    timeout) ends the search with one line: every finished trial is already stored, so the run
+    resumes once the cause is fixed."""
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
+            cause = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            raise StoreError(f"{WRITE_FAILED} {self.url}: {cause}; finished trials are kept, "
+                             f"resume with `einspace search --resume RUN` once it is "
+                             f"writable") from None
+    return write
 
 
 @dataclass
@@ -63,7 +89,7 @@ class StoredTrial:
 
     @property
     def done(self) -> bool:
-        return self.status in (OK, FAILED, STOPPED)
+        return self.status in (OK, FAILED, STOPPED, REJECTED)
 
     @property
     def hash(self) -> str:
@@ -107,6 +133,7 @@ class TrialStore:
         self._ids: dict[int, int] = {}
 
     # -- run level -------------------------------------------------------------------------
+    @_writing
     def set_run(self, key: str, value) -> None:
         self.study.set_user_attr(key, value)
 
@@ -114,6 +141,7 @@ class TrialStore:
         return self.study.user_attrs.get(key, default)
 
     # -- trial level -----------------------------------------------------------------------
+    @_writing
     def start(self, index: int, proposal: Proposal, info: dict) -> int:
         """Record a trial that is about to run; returns its attempt number (Optuna's).
 
@@ -129,10 +157,12 @@ class TrialStore:
         self.storage.set_trial_user_attr(trial._trial_id, "index", index)  # dashboard column
         return trial.number
 
+    @_writing
     def epoch(self, number: int, epoch: int, score: float) -> None:
         if math.isfinite(score):
             self.storage.set_trial_intermediate_value(self._trial_id(number), epoch, score)
 
+    @_writing
     def finish(self, number: int, status: str, score: float, reason: str, result: dict,
                tell_seq: int | None) -> None:
         """Record how an attempt ended (``status`` ok, failed, stopped or interrupted): first the

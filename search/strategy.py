@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from einspace.derivation import Derivation
 
 OK, FAILED, STOPPED = "ok", "failed", "stopped"
+REJECTED = "rejected"
+"""Never launched: screened out before training (it would not fit the memory a trial has)."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class Proposal:
 @dataclass(frozen=True)
 class Outcome:
     """What a strategy learns about one finished trial: its score (higher is better; ``-inf``
-    for a failed candidate) and status (``ok``, ``failed`` or ``stopped`` early by a
-    scheduler)."""
+    for a failed candidate) and status (``ok``, ``failed``, ``stopped`` early by a scheduler, or
+    ``rejected`` before it was launched)."""
 
     index: int
     derivation: Derivation

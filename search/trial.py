@@ -9,6 +9,7 @@ errors, which Tune retries ``search.retries`` times before the driver records th
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -23,7 +24,7 @@ from einspace.tasks.recipe import Recipe
 from einspace.tasks.trainer import OK, train
 from einspace.text import parse
 
-from .weights import serialize_state
+from .weights import KeeperSpec, serialize_state
 
 ModelWrapper = Callable[[int, nn.Module], nn.Module]
 """Test hook: ``wrap(index, model) -> model`` applied to every built candidate (fault injection)."""
@@ -34,7 +35,7 @@ def trial_seed(search_seed: int, index: int) -> int:
     return (search_seed * 1_000_003 + index) % 2**31
 
 
-def run_trial(config: dict, *, data: TaskData, recipe: Recipe, keeper=None,
+def run_trial(config: dict, *, data: TaskData, recipe: Recipe, keeper: KeeperSpec | None = None,
               wrap_model: ModelWrapper | None = None) -> None:
     """The Ray Tune function trainable of a search (``config``: index, derivation, seed,
     threads)."""
@@ -43,6 +44,11 @@ def run_trial(config: dict, *, data: TaskData, recipe: Recipe, keeper=None,
 
     began = time.time()
     index = config["index"]
+    # Where this attempt runs, before any work: a worker killed mid-trial is then recorded
+    # with its node.
+    tune.report({"kind": "start", "index": index, "score": -math.inf,
+                 "node": ray.get_runtime_context().get_node_id(),
+                 "host": socket.gethostname(), "pid": os.getpid()})
     derivation = parse(config["derivation"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
 
@@ -57,12 +63,27 @@ def run_trial(config: dict, *, data: TaskData, recipe: Recipe, keeper=None,
 
     result = train(builder, data, recipe.with_overrides(seed=trial_seed(config["seed"], index)),
                    callback=report, keep_model=True)
-    kept = False
-    if result.status == OK and keeper is not None and result.model is not None \
-            and ray.get(keeper.wants.remote(index, result.score)):
-        kept = ray.get(keeper.put.remote(index, result.score, serialize_state(result.model)))
+    kept = _keep_weights(keeper, index, result) if keeper is not None else False
     tune.report({"kind": "final", "index": index, **result.to_dict(),
                  "epoch": result.epochs_run, "weights_kept": kept,
                  "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "began": began,
                  "node": ray.get_runtime_context().get_node_id(),
                  "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def _keep_weights(keeper: KeeperSpec, index: int, result) -> bool | str:
+    """Hand a successful trial's weights to the keeper, starting it again first if it died;
+    a keeper that cannot be reached costs this trial its weights file, never its result."""
+    import ray
+
+    if result.status != OK or result.model is None:
+        return False
+    for _ in range(2):
+        try:
+            handle = keeper.handle()
+            if not ray.get(handle.wants.remote(index, result.score)):
+                return False
+            return ray.get(handle.put.remote(index, result.score, serialize_state(result.model)))
+        except ray.exceptions.RayError as e:
+            error = e
+    return f"not kept: the weight keeper failed ({str(error).strip().splitlines()[0]})"

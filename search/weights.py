@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,6 +53,27 @@ class WeightKeeper:
             del self.scores[dropped]
         _write_atomic(self.index_file, json.dumps(self.scores, indent=1).encode())
         return True
+
+
+@dataclass(frozen=True)
+class KeeperSpec:
+    """Where a run's weight keeper lives: trials fetch it by name, and whoever finds it dead
+    (killed, e.g. by Ray's memory monitor) starts it again on the driver's node, where it
+    re-reads its index from disk."""
+
+    name: str
+    node: str
+    directory: str
+    keep: int
+
+    def handle(self):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return ray.remote(num_cpus=0)(WeightKeeper).options(
+            name=self.name, get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.node, soft=False)).remote(
+            self.directory, self.keep)
 
 
 def serialize_state(model: torch.nn.Module) -> bytes:

@@ -48,7 +48,7 @@ def db_count(run: Path, states: tuple[str, ...]) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(db, timeout=5) as connection:
+        with sqlite3.connect(db, timeout=60) as connection:
             marks = ",".join("?" * len(states))
             return connection.execute(f"select count(*) from trials where state in ({marks})",
                                       states).fetchone()[0]
@@ -56,18 +56,25 @@ def db_count(run: Path, states: tuple[str, ...]) -> int:
         return 0
 
 
-def start_then_kill(command: list[str], run: Path, states: tuple[str, ...], count: int) -> None:
+def start_then_kill(command: list[str], run: Path, states: tuple[str, ...] = (),
+                    count: int = 0, when=None) -> None:
     """Run ``command`` in its own process group and SIGKILL the whole group (driver and the
-    local Ray it started) once ``count`` attempts are in ``states``."""
+    local Ray it started) once ``count`` attempts are in ``states`` (or ``when()`` holds)."""
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while db_count(run, states) < count:
+    reached = when or (lambda: db_count(run, states) >= count)
+    while not reached():
         assert process.poll() is None, "the search ended before the kill point"
         assert time.time() < deadline, "the kill point was never reached"
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def leaderboard(run: Path) -> list[list[str]]:
+    """The leaderboard's rank, index, score and status columns (timings differ run to run)."""
+    return [row.split(",")[:4] for row in (run / "leaderboard.csv").read_text().splitlines()]
 
 
 def trial_set(run: Path) -> dict[int, tuple]:
@@ -125,19 +132,34 @@ def test_search_writes_consistent_outputs(reference_run):
     assert (run / "final" / f"trial-{best.index}.pt").is_file()
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_the_same_trials(reference_run, config_file, tmp_path):
+    """SIGKILL of the driver at every kill point, each followed by ``--resume``."""
     run = tmp_path / "killed"
-    # Kill point 1: as soon as the first trial is recorded as running, before any finished.
-    start_then_kill(search_command("--config", str(config_file), "--out", str(run)), run,
-                    ("RUNNING",), 1)
-    # Kill point 2: in the middle, after 8 trials finished.
-    start_then_kill(search_command("--resume", str(run)), run, ("COMPLETE",), 8)
+    start = search_command("--config", str(config_file), "--out", str(run))
+    # Before the run directory exists, and before config.yaml: the same command starts over.
+    start_then_kill(start, run, when=lambda: True)
+    start_then_kill(start, run, when=run.exists)
+    # Before the first trial: config.yaml written, nothing recorded yet.
+    start_then_kill(start, run, when=(run / "config.yaml").exists)
+    resume = search_command("--resume", str(run))
+    # Mid-trial: as soon as the first trial is recorded as running, before any finished.
+    start_then_kill(resume, run, ("RUNNING",), 1)
+    # Between trials: after 8 trials finished.
+    start_then_kill(resume, run, ("COMPLETE",), 8)
     assert db_count(run, ("COMPLETE",)) < TRIALS
-    done = subprocess.run(search_command("--resume", str(run)), capture_output=True, text=True,
-                          timeout=900)
+    # During the final evaluation: once its directory exists.
+    start_then_kill(resume, run, when=(run / "final").exists)
+    assert not (run / "final" / "results.json").exists()
+    # During output writing: what a kill there leaves (a cut-off leaderboard, no summary).
+    (run / "leaderboard.csv").write_text("rank,index,sco")
+    (run / "summary.json").unlink(missing_ok=True)
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
 
     assert trial_set(run) == trial_set(reference_run[0])
+    assert leaderboard(run) == leaderboard(reference_run[0])
+    assert json.loads((run / "summary.json").read_text())["ok"] == TRIALS
     # Resuming the finished run again changes nothing and does not retrain the final candidate.
     final_file = run / "final" / "results.json"
     before = (final_file.read_text(), final_file.stat().st_mtime_ns)
