@@ -252,8 +252,9 @@ class Pool:
     def close(self) -> None:
         for _, jobs in self.workers.values():
             jobs.put(None)
+        end = time.time() + 5  # then kill what still runs (e.g. a worker restarted at the end)
         for process, _ in self.workers.values():
-            process.join(5)
+            process.join(max(0.0, end - time.time()))
             if process.is_alive():
                 process.kill()
 
