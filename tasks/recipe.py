@@ -21,6 +21,14 @@ each off by default; :mod:`einspace.tasks.techniques` lists them with their opti
     recipe = Recipe.from_dict({"techniques": {"grad_noise": {"eta": 0.01}, "tract": True}})
 
 A ``techniques`` mapping replaces the base recipe's techniques as a whole.
+
+Two keys only change how fast a candidate trains on an accelerator, both chosen so the default
+keeps today's numerics: ``precision`` (``"auto"``: bf16 autocast on CUDA, float32 elsewhere;
+``"fp32"`` or ``"bf16"`` force one on any device) and ``compile`` (``"off"`` by default, or a
+``torch.compile`` mode: ``"default"``, ``"reduce-overhead"`` (CUDA graphs where the candidate
+allows them), ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``; YAML ``true`` means
+``"default"``).  :mod:`einspace.tasks.compilation` says what is compiled and how a failure falls
+back.
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ from typing import Any
 
 from einspace.errors import ConfigError
 
+from .compilation import COMPILE_MODES
 from .techniques import Techniques
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 METRICS = ("auto", "accuracy", "neg_mse", "neg_relative_l2")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class Recipe:
     mean over samples of ``||pred - y|| / ||y||`` (the reference's darcyflow score, but averaged
     instead of summed so it does not grow with the split size).  Scores are higher-is-better.
     ``device`` is ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or
-    ``"cuda:N"``.
+    ``"cuda:N"``.  ``precision`` and ``compile`` are described in the module docstring.
     """
 
     optimizer: str = "sgd"
@@ -63,6 +73,8 @@ class Recipe:
     seed: int = 0
     device: str = "auto"
     metric: str = "auto"
+    precision: str = "auto"
+    compile: str = "off"
     techniques: Techniques = Techniques()
 
     def __post_init__(self) -> None:
@@ -74,6 +86,8 @@ class Recipe:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("metric", self.metric, METRICS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("compile", self.compile, COMPILE_MODES)
         _check_number("lr", self.lr, minimum=0.0, strict=True)
         _check_number("momentum", self.momentum, minimum=0.0)
         if self.momentum >= 1:
@@ -137,6 +151,8 @@ def _check_keys(data: dict) -> None:
 
 
 def _coerce(key: str, value: Any) -> Any:
+    if key == "compile" and isinstance(value, bool):
+        return "default" if value else "off"
     if key in _FLOAT_KEYS and isinstance(value, str):
         try:
             return float(value)

@@ -35,8 +35,14 @@ What happens, in order (the differences from the reference trainer are deliberat
   far.  With ``Recipe.max_seconds``, the run ends after the epoch in which the budget is
   exceeded with ``status="ok"`` and a ``reason`` saying so.
 * **Device**: ``Recipe.device="auto"`` takes CUDA when present: the splits are copied to the GPU
-  once (cached per array), forward passes run under bf16 autocast (loss and scores in float32),
-  and 4-D inputs and the model use channels-last.  On CPU everything is float32 and two runs
+  once (cached per array) when they fit in half its free memory, else batches stream from pinned
+  host memory with asynchronous copies; forward passes run under bf16 autocast
+  (``Recipe.precision``; loss and scores in float32), and 4-D inputs and the model use
+  channels-last.  A step never waits for the device: each epoch's batch indices go to the device
+  at once and the loss is summed there, read once per epoch.  ``Recipe.compile`` compiles the
+  training forward (:mod:`einspace.tasks.compilation`; ``TrainResult.compile`` records its time,
+  fallback and CUDA graphs), and ``TrainResult.gpu`` the peak memory and utilisation
+  (:mod:`einspace.tasks.gpu_monitor`).  On CPU everything is float32 and two runs
   with the same seed give bit-identical histories.  The global torch RNG is seeded with
   ``Recipe.seed`` inside ``torch.random.fork_rng``, so the caller's RNG state is untouched; a
   builder (a callable returning the model) is called after seeding, so its initial weights are
@@ -60,7 +66,9 @@ from torch.nn import functional as F
 from einspace.blocks.progress import set_training_progress
 from einspace.errors import ConfigError
 
+from .compilation import CompiledTraining, CompileRecord
 from .data import CLASSIFICATION, REGRESSION, Split, TaskData
+from .gpu_monitor import GpuMonitor, GpuStats
 from .recipe import Recipe
 from .techniques import TrainingTechniques
 
@@ -106,6 +114,8 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"
     model: nn.Module | None = field(default=None, repr=False)
+    compile: CompileRecord = field(default_factory=CompileRecord)
+    gpu: GpuStats = field(default_factory=GpuStats)
 
     @property
     def ok(self) -> bool:
@@ -131,7 +141,8 @@ class TrainResult:
         """JSON-friendly summary (no model)."""
         return {"status": self.status, "score": self.score, "reason": self.reason,
                 "epochs_run": self.epochs_run, "seconds": self.seconds, "device": self.device,
-                "history": [asdict(r) for r in self.history]}
+                "history": [asdict(r) for r in self.history], "compile": self.compile.to_dict(),
+                "gpu": self.gpu.to_dict()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,16 +266,33 @@ def _to_device(array: np.ndarray, device: torch.device, dtype=None) -> torch.Ten
     return out
 
 
+def _fits_on_device(split: Split, device: torch.device) -> bool:
+    """Whether the split (as the device would hold it) takes at most half the free memory."""
+    if device.type != "cuda":
+        return True
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # an allocator that cannot tell: try to copy
+        return True
+    x_item = split.x.dtype.itemsize if split.x.dtype in _TORCH_DTYPES else 4
+    return split.x.size * x_item + 8 * len(split) <= free // 2
+
+
 class _Feeder:
     """Batches of one split as (float32 normalised inputs, targets) on the training device.
 
-    ``resident`` (default: any device but the CPU) copies the split to ``device`` once and
-    indexes it there; otherwise each batch is read from the NumPy array."""
+    ``resident`` (default: any device but the CPU, when the split fits) copies the split to
+    ``device`` once and indexes it there; otherwise each batch is read from the NumPy array and,
+    on an accelerator, copied from pinned memory without waiting."""
 
     def __init__(self, split: Split, task_type: str, normalizer: Normalizer | None,
                  device: torch.device, resident: bool | None = None):
         self.device = device
-        self.on_device = device.type != "cpu" if resident is None else resident
+        if resident is None:
+            resident = device.type != "cpu" and _fits_on_device(split, device)
+        self.on_device = resident
+        self.index_device = device if resident else torch.device("cpu")
+        self.pin = device.type == "cuda" and not resident
         self.classification = task_type == CLASSIFICATION
         self.y_dtype = np.dtype("int64") if self.classification else np.dtype("float32")
         self.n = len(split)
@@ -277,17 +305,24 @@ class _Feeder:
         else:
             self.x, self.y = split.x, split.y
         self.norm = normalizer.tensors(self.sample_ndim, device) if normalizer else None
-        self.channels_last = self.on_device and self.sample_ndim == 3
+        self.channels_last = device.type != "cpu" and self.sample_ndim == 3
+
+    def indices(self, index: torch.Tensor) -> torch.Tensor:
+        """Sample ids (CPU) moved to where :meth:`batch` reads them, in one copy."""
+        return index.to(self.index_device)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``index``: sample ids on the CPU (sorted within a batch for memory-map locality)."""
+        """``index``: sample ids from :meth:`indices` (sorted within a batch for memory-map
+        locality)."""
         if self.on_device:
-            index = index.to(self.device, non_blocking=True)
             x, y = self.x[index].float(), self.y[index]
         else:
             rows = index.numpy()
             x = torch.from_numpy(np.asarray(self.x[rows], dtype=np.float32))
             y = torch.from_numpy(np.asarray(self.y[rows], dtype=self.y_dtype))
+            if self.pin:
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                y = y.pin_memory().to(self.device, non_blocking=True)
         if self.norm is not None:
             x = (x - self.norm[0]) / self.norm[1]
         if self.channels_last:
@@ -337,23 +372,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on CUDA under ``"auto"``, on any device under ``"bf16"``; none for fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
 def _score(model: nn.Module, feed: _Feeder, metric: str, batch_size: int,
-           num_classes: int | None) -> float:
+           num_classes: int | None, precision: str = "auto") -> float:
     """The metric over the whole split; ``nan`` when any output is non-finite."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=feed.device)
     finite = torch.ones((), dtype=torch.bool, device=feed.device)
     count = 0
     for start in range(0, feed.n, batch_size):
-        x, y = feed.batch(torch.arange(start, min(start + batch_size, feed.n)))
-        with _autocast(feed.device):
+        x, y = feed.batch(torch.arange(start, min(start + batch_size, feed.n),
+                                       device=feed.index_device))
+        with _autocast(feed.device, precision):
             out = model(x)
         out = out.float()
         _check_output(out, y, feed.classification, num_classes)
@@ -387,7 +424,7 @@ def evaluate(model: nn.Module, data: TaskData, split: str = "valid", *,
         normalizer = fit_normalizer(data, normalize_from)
     feed = _Feeder(_split(data, split), data.task_type, normalizer, device)
     model.to(device)
-    score = _score(model, feed, metric, recipe.batch_size, data.num_classes)
+    score = _score(model, feed, metric, recipe.batch_size, data.num_classes, recipe.precision)
     return -math.inf if math.isnan(score) else score
 
 
@@ -431,8 +468,9 @@ class _Run:
         self.step = 0
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.techniques = TrainingTechniques(recipe.techniques, data, device, recipe.seed,
-                                             lambda: _autocast(device))
+                                             lambda: _autocast(device, recipe.precision))
         self.model: nn.Module | None = None
+        self.compiled: CompiledTraining | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
     def setup(self, model_or_builder) -> None:
@@ -451,6 +489,7 @@ class _Run:
         else:
             self.optimizer = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
         self.model = model
+        self.compiled = CompiledTraining(model, r.compile, self.device)
 
     def lr(self, step: int) -> float:
         if self.recipe.schedule == "constant":
@@ -461,6 +500,9 @@ class _Run:
         model, optimizer, feed = self.model, self.optimizer, self.train_feed
         model.train()
         order = torch.randperm(feed.n, generator=self.generator)
+        used = self.steps_per_epoch * self.batch_size
+        batches = order[:used].view(self.steps_per_epoch, self.batch_size).sort(dim=1).values
+        batches = feed.indices(batches)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         lr = self.recipe.lr
         for b in range(self.steps_per_epoch):
@@ -468,17 +510,10 @@ class _Run:
             lr = self.lr(self.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            index, _ = order[b * self.batch_size:(b + 1) * self.batch_size].sort()
-            x, y = feed.batch(index)
+            x, y = feed.batch(batches[b])
             x = self.techniques.augment(x)
-            with _autocast(self.device):
-                out = model(x)
-            out = out.float()
-            _check_output(out, y, feed.classification, self.data.num_classes)
-            loss = F.cross_entropy(out, y) if feed.classification else F.mse_loss(out, y)
-            loss = self.techniques.loss(model, x, y, out, loss, feed.classification)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = self.compiled.step(lambda forward, x=x, y=y: self._forward_backward(
+                forward, x, y))
             self.techniques.before_step(optimizer, self.step)
             optimizer.step()
             total += loss.detach()
@@ -486,9 +521,23 @@ class _Run:
         set_training_progress(model, self.step / self.total_steps)
         return total.item() / self.steps_per_epoch, lr
 
+    def _forward_backward(self, forward, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step's loss, its gradients computed; ``forward`` is the model or its compiled
+        version."""
+        feed = self.train_feed
+        with _autocast(self.device, self.recipe.precision):
+            out = forward(x)
+        out = out.float()
+        _check_output(out, y, feed.classification, self.data.num_classes)
+        loss = F.cross_entropy(out, y) if feed.classification else F.mse_loss(out, y)
+        loss = self.techniques.loss(self.model, x, y, out, loss, feed.classification)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
     def evaluate(self) -> float:
         return _score(self.model, self.eval_feed, self.metric, self.recipe.batch_size,
-                      self.data.num_classes)
+                      self.data.num_classes, self.recipe.precision)
 
 
 def train(model_or_builder: nn.Module | Callable[[], nn.Module], data: TaskData,
@@ -504,6 +553,16 @@ def train(model_or_builder: nn.Module | Callable[[], nn.Module], data: TaskData,
     recipe = recipe or Recipe()
     device = resolve_device(recipe.device)
     metric = resolve_metric(recipe.metric, data.task_type)
+    with GpuMonitor(device) as monitor:
+        result = _train(model_or_builder, data, recipe, device, metric, start, train_split,
+                        eval_split, callback, keep_model)
+    result.gpu = monitor.stats()
+    return result
+
+
+def _train(model_or_builder, data: TaskData, recipe: Recipe, device: torch.device, metric: str,
+           start: float, train_split: str, eval_split: str, callback: Callback | None,
+           keep_model: bool) -> TrainResult:
     train_part = _split(data, train_split)
     eval_part = _split(data, eval_split)
     normalizer = fit_normalizer(data, train_split) if recipe.normalize else None
@@ -548,7 +607,8 @@ def train(model_or_builder: nn.Module | Callable[[], nn.Module], data: TaskData,
         finally:
             run.techniques.detach()
     model = run.model
-    run.model = run.optimizer = None
+    compiled = run.compiled.record if run.compiled else CompileRecord(mode=recipe.compile)
+    run.model = run.optimizer = run.compiled = None
     if status == FAILED:
         model = None
         if device.type == "cuda":
@@ -559,4 +619,4 @@ def train(model_or_builder: nn.Module | Callable[[], nn.Module], data: TaskData,
                        score=history[-1].score if status != FAILED else -math.inf,
                        history=tuple(history), reason=reason, epochs_run=len(history),
                        seconds=time.perf_counter() - start, device=str(device),
-                       model=model if keep_model else None)
+                       model=model if keep_model else None, compile=compiled)
