@@ -55,7 +55,9 @@ class Crossover:
     ``origins`` maps every child path whose whole subtree is a copy from a parent to
     ``(parent, path in that parent)``, parent 0 being ``a`` and 1 ``b``; the spine above the
     graft (which mixes both) and the adapters (``adapters``, new nodes) are not in it.
-    ``method`` is ``swap`` or ``graft``; ``site`` is the child path of the grafted region."""
+    ``method`` is ``swap``, ``graft`` (every copied node keeps the input shape it had in its
+    parent) or ``reshaped`` (the donor's nodes see new shapes); ``site`` is the child path of the
+    grafted region."""
 
     child: Derivation
     origins: dict[Path, tuple[int, Path]]
@@ -137,13 +139,15 @@ class _Graft:
         self.base, self.donor, self.parents = base, donor, parents
         self.adapters, self.sampler = adapters, sampler
         self.new_shapes = 0
-        tree = base.derivation
+        tails, node, path = set(), base.derivation, ()
+        while node.label == "sequential":  # the top-level chain's last modules
+            node, path = node.children[1], path + (1,)
+            tails.add(path)
         self.sites: dict[tuple, list[NodeInfo]] = {}
         for path, info in sorted(base.nodes.items()):
             if info.slot == structure.MODULE and path:
-                tail = all(i == 1 and tree.get(path[:k]).label == "sequential"
-                           for k, i in enumerate(path))
-                self.sites.setdefault((info.input, info.output, tail), []).append(info)
+                key = (info.input, info.output, path in tails)
+                self.sites.setdefault(key, []).append(info)
         unique: dict[tuple, dict[str, NodeInfo]] = {}
         for _, info in sorted(donor.nodes.items()):
             if info.slot == structure.MODULE:
@@ -187,10 +191,23 @@ class _Graft:
         for _ in range(MAX_BUILDS):
             _, skey, dkey, pre, post = rng.choices(pairs, weights)[0]
             site, donor = rng.choice(self.sites[skey]), rng.choice(self.donors[dkey])
+            if self._over_budget(site, donor):
+                continue
             found = self._child(site, donor, pre, post, parents)
             if found is not None:
                 return found
         return None
+
+    def _over_budget(self, site: NodeInfo, donor: NodeInfo) -> bool:
+        """Whether the child is over the budget before its adapters are even counted (exact for
+        a donor that keeps its input shape, so no annotation is spent on it)."""
+        total, budget = self.base.cost, self.sampler.budget
+        runs = site.repeat * site.batch
+        return (total.params + site.repeat * (donor.cost.params - site.cost.params)
+                > budget.max_params
+                or total.flops + runs * (donor.cost.flops - site.cost.flops) > budget.max_flops
+                or total.activations + runs * (donor.cost.activations - site.cost.activations)
+                > budget.max_activations)
 
     def draw_reshaped(self, rng: random.Random, parents: tuple[Derivation, Derivation]
                       ) -> Crossover | None:
@@ -206,14 +223,14 @@ class _Graft:
                 continue
             post = None if tail or out == site.output else self._adapter(out, site.output)
             if tail or out == site.output or post is not None:
-                found = self._child(site, donor, None, post, parents)
+                found = self._child(site, donor, None, post, parents, "reshaped")
                 if found is not None:
                     return found
         return None
 
     def _child(self, site: NodeInfo, donor: NodeInfo, pre: Derivation | None,
-               post: Derivation | None, parents: tuple[Derivation, Derivation]
-               ) -> Crossover | None:
+               post: Derivation | None, parents: tuple[Derivation, Derivation],
+               method: str = "graft") -> Crossover | None:
         """The base with ``donor`` (between the adapters given) at ``site``, if it fits."""
         graft, offset, adapters = donor.node, (), []
         if pre is not None:
@@ -225,7 +242,7 @@ class _Graft:
         if child in parents or not _fits(child, self.base.input_shape, self.sampler):
             return None
         origins = _origins(child, site.path, offset, self.parents, donor.path)
-        return Crossover(child, origins, "graft", site.path,
+        return Crossover(child, origins, method, site.path,
                          tuple(site.path + p for p in adapters))
 
 

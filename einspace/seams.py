@@ -40,7 +40,7 @@ class SeamAdapters:
             posts = sorted(n for n, _ in g.categories.get(option.rhs[-1], []))
             self.routes.append((get(Kind.PREROUTING, option.terminal), option.terminal,
                                 [(get(Kind.POSTROUTING, n), n) for n in posts]))
-        self._reach: dict[Shape, dict[Shape, Derivation]] = {}
+        self._reach: dict[Shape, dict[Shape, tuple[str, ...]]] = {}
 
     def knows(self, x: Shape) -> bool:
         """Whether the adapters from ``x`` are already enumerated (a look-up is then free)."""
@@ -48,11 +48,19 @@ class SeamAdapters:
 
     def adapter(self, x: Shape, y: Shape) -> Derivation | None:
         """A module mapping shape ``x`` to shape ``y`` (the cheapest form first), or None."""
-        return self.reach(x).get(y)
+        names = self.reach(x).get(y)
+        if names is None:
+            return None
+        if len(names) == 1:
+            return Derivation("computation", names)
+        pre, inner, post = names
+        return Derivation("routing", (pre, Derivation("computation", (inner,)), post))
 
-    def reach(self, x: Shape) -> dict[Shape, Derivation]:
-        """Every shape one adapter makes from ``x``, with the adapter (first found wins: single
-        computations, then routings with the identity inside, then with a linear)."""
+    def reach(self, x: Shape) -> dict[Shape, tuple[str, ...]]:
+        """Every shape one adapter makes from ``x``, with the adapter's terminal names (first
+        found wins: single computations, then routings with the identity inside, then with a
+        linear).  Names, not derivations: tuples of strings cost the garbage collector
+        nothing, and the cache holds thousands."""
         found = self._reach.get(x)
         if found is not None:
             return found
@@ -62,9 +70,8 @@ class SeamAdapters:
         for terminal, name in self.computations:
             y = terminal.infer(x, NO_CONTEXT)
             if y is not None and y != x:
-                found.setdefault(y, Derivation("computation", (name,)))
+                found.setdefault(y, (name,))
         for inner, inner_name in self.inner:
-            module = Derivation("computation", (inner_name,))
             for pre, pre_name, posts in self.routes:
                 if pre.batch_factor(x) != 1:
                     continue
@@ -76,7 +83,7 @@ class SeamAdapters:
                 for post, post_name in posts:
                     y = post.infer(w, ctx)
                     if y is not None and y != x and y not in found:
-                        found[y] = Derivation("routing", (pre_name, module, post_name))
+                        found[y] = (pre_name, inner_name, post_name)
         self._reach[x] = found
         return found
 

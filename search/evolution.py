@@ -16,8 +16,9 @@ Starting points:
 
 With ``crossover_rate`` > 0 a child is, with that probability, the crossover of two tournament
 winners (:func:`einspace.recombine`, which works between unrelated parents) instead of a
-mutation; the proposal's ``choices`` hold ``origins``: the child's copied subtrees as
-``[child path, parent trial index, path in that parent]``.
+mutation; before the seeds' results are known, of two seeds drawn at random.  The proposal's
+``choices`` hold ``origins``: the child's copied subtrees as ``[child path, parent trial index,
+path in that parent]``.
 
 Two optional terms, both off by default (then the proposals are exactly those without them):
 
@@ -106,7 +107,7 @@ class RegularisedEvolution(Strategy):
 
     def _child(self, parent: Member, rng: random.Random) -> Proposal:
         if self.crossover_rate and rng.random() < self.crossover_rate:
-            other = self._tournament(rng)
+            other = self._tournament(rng) or self._untrained_seed(rng)
             if other is not None and other.derivation != parent.derivation:
                 try:
                     made = recombine(parent.derivation, other.derivation, self.input_shape, rng,
