@@ -12,7 +12,7 @@ For each: how many calls gave a child, how many children are valid (checked outs
 region: annotate, build with a 10-class head, forward a batch of 2, logits (2, 10) and features
 of the annotated shape), the median / p90 / max milliseconds of the call itself, and how the
 children were made (swap / graft, adapters used).  Distances: ``einspace.distance`` on pairs of
-random samples for a fixed wall-clock budget (canonicalisation included), and from ResNet-18 to
+random samples, each pair once (canonicalisation included), and from ResNet-18 to
 every seed.  One thread; on a shared machine the times vary with load.
 """
 
@@ -27,6 +27,7 @@ import time
 import torch
 
 import einspace
+from einspace.canonical_form import clear_cache
 
 NUM_CLASSES = 10
 
@@ -77,23 +78,26 @@ def crossover_row(name: str, pairs, shape, sampler) -> None:
           f"max {max(ms):.1f}  [{made}]")
 
 
-def distance_rate(samples, seconds: float) -> None:
-    pairs = list(zip(samples, samples[1:] + samples[:1], strict=True))
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a, b = pairs[done % len(pairs)]
+def distance_rate(samples) -> None:
+    """Each pair once, the canonical-form cache emptied first, so every tree is canonicalised
+    inside the timed region."""
+    pairs = list(zip(samples[0::2], samples[1::2], strict=True))
+    clear_cache()
+    start = time.perf_counter()
+    for a, b in pairs:
         einspace.distance(a, b)
-        done += 1
     elapsed = time.perf_counter() - start
-    print(f"distances per second, random sample pairs: {done / elapsed:,.0f} "
-          f"({done} in {elapsed:.1f} s, canonicalisation included)")
+    sizes = sorted(d.size for d in samples)
+    print(f"distances per second, {len(pairs)} fresh random sample pairs: "
+          f"{len(pairs) / elapsed:,.0f} (canonicalisation included; nodes median "
+          f"{sizes[len(sizes) // 2]}, max {sizes[-1]})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--shape", type=parse_shape, default=(3, 28, 28))
-    parser.add_argument("--seconds", type=float, default=5.0, help="distance timing budget")
+    parser.add_argument("--distances", type=int, default=2000, help="random pairs timed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     shape, n = args.shape, args.pairs
@@ -107,7 +111,8 @@ def main() -> None:
     crossover_row("resnet18 x random", [(resnet, b) for b in second], shape, sampler)
     crossover_row("seeds (ordered)", list(itertools.permutations(seeds.values(), 2)), shape,
                   sampler)
-    distance_rate(first + second, args.seconds)
+    distance_rate([sampler.sample(shape, random.Random(10_000 + i))
+                   for i in range(2 * args.distances)])
     for name, seed in seeds.items():
         start = time.perf_counter()
         d = einspace.distance(resnet, seed)

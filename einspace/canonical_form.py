@@ -46,6 +46,11 @@ def canonical_hash(derivation: Derivation) -> str:
     return _canonical(derivation).hash
 
 
+def clear_cache() -> None:
+    """Forget the cached canonical forms (so a benchmark times the rewriting itself)."""
+    _canonical.cache_clear()
+
+
 @lru_cache(maxsize=4096)
 def _canonical(node: Derivation) -> Derivation:
     if node.label == "sequential":
