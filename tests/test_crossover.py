@@ -84,7 +84,6 @@ def test_random_pairs_almost_always_cross():
     assert made >= 27  # the goal is 90 %
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("other", ["vit", "mlp_mixer", "mlp", "crate", "sample"])
 def test_resnet18_crosses_with_unrelated_parents(other):
     shape = (3, 28, 28)
