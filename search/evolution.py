@@ -24,7 +24,7 @@ Two optional terms, both off by default (then the proposals are exactly those wi
 
 * ``novelty_weight`` w > 0: a tournament contestant ranks by ``score + w * novelty``, its
   novelty being its mean normalised tree edit distance (0 same network .. 1) to the other
-  contestants drawn, so a less common architecture can beat a slightly better copy;
+  draws of the tournament, so a less common architecture can beat a slightly better copy;
 * ``min_distance`` d > 0: a child within unit-weight tree edit distance d of the tournament
   winner it was made from is redrawn, up to ``NEAR_DUPLICATE_DRAWS`` times (exact duplicates,
   distance 0 after canonicalisation, are always rejected by the search loop).
@@ -160,7 +160,8 @@ class RegularisedEvolution(Strategy):
         drawn = [rng.choice(members) for _ in range(self.tournament_size)]
         if not self.novelty_weight:
             return max(drawn, key=lambda m: m.score)
-        return max(drawn, key=lambda m: m.score + self.novelty_weight * _novelty(m, drawn))
+        ranks = [m.score + self.novelty_weight * _novelty(i, drawn) for i, m in enumerate(drawn)]
+        return drawn[max(range(len(drawn)), key=ranks.__getitem__)]
 
     def _untrained_seed(self, rng: random.Random) -> Member | None:
         """A seed to mutate while no seed result is known yet (None once all seeds failed)."""
@@ -173,10 +174,12 @@ class RegularisedEvolution(Strategy):
         return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
 
 
-def _novelty(member: Member, drawn: list[Member]) -> float:
-    """Mean normalised distance from ``member`` to the other distinct contestants (0 if none)."""
-    others = {m.index: m for m in drawn if m.index != member.index}
+def _novelty(position: int, drawn: list[Member]) -> float:
+    """Mean normalised distance from contestant ``position`` to the other draws (0 if none).
+
+    Every other draw counts, repeats and copies included (the seed copies share one trial
+    index), so an architecture that is common in the population is less novel."""
+    me, others = drawn[position], drawn[:position] + drawn[position + 1:]
     if not others:
         return 0.0
-    return sum(normalised_distance(member.derivation, m.derivation)
-               for m in others.values()) / len(others)
+    return sum(normalised_distance(me.derivation, m.derivation) for m in others) / len(others)
