@@ -1,5 +1,5 @@
-"""The ``einspace`` command: sample, inspect, seeds, terminals, tasks, grammar, search, evaluate,
-export, report.
+"""The ``einspace`` command: sample, inspect, distance, seeds, terminals, tasks, grammar, search,
+evaluate, export, report.
 
 Every input error (bad architecture text, impossible shape, unknown seed, bad config, bad
 arguments) ends with a one-line ``einspace: error: ...`` on stderr and exit status 2.
@@ -146,6 +146,22 @@ def cmd_inspect(args) -> None:
         print(f"data-flow graph written to {args.graph}")
     if args.tree:
         print(f"derivation tree written to {args.tree}")
+
+
+def cmd_distance(args) -> None:
+    from .canonical_form import canonical_hash
+    from .tree_distance import EditWeights, tree_distance
+
+    a, b = load_arch(args.a), load_arch(args.b)
+    weights = EditWeights(args.relabel_terminal, args.relabel_production, args.indel_node)
+    d = tree_distance(a, b, weights)
+    same = canonical_hash(a) == canonical_hash(b)
+    if args.json:
+        print(json.dumps({"distance": d, "same_network": same, "a_hash": a.hash,
+                          "b_hash": b.hash, "a_canonical_hash": canonical_hash(a),
+                          "b_canonical_hash": canonical_hash(b)}))
+        return
+    print(f"{d:g}" + ("  (the same network)" if same else ""))
 
 
 def cmd_report(args) -> None:
@@ -300,6 +316,19 @@ def make_parser() -> argparse.ArgumentParser:
                    "trial-N.pt): show its parameters and L2 norm per node")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("distance", help="tree edit distance between two architectures (0: the "
+                       "same network)")
+    p.add_argument("a", help="derivation text, a file holding it, or a seed name")
+    p.add_argument("b", help="derivation text, a file holding it, or a seed name")
+    p.add_argument("--relabel-terminal", type=float, default=1.0,
+                   help="cost of one terminal for another (default 1)")
+    p.add_argument("--relabel-production", type=float, default=1.0,
+                   help="cost of one production for another (default 1)")
+    p.add_argument("--indel-node", type=float, default=1.0,
+                   help="cost per node of inserting or deleting a subtree (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_distance)
 
     p = sub.add_parser("report", help="summarise a search run: text, figures, an HTML page")
     p.add_argument("run_dir")

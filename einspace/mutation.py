@@ -1,4 +1,4 @@
-"""Mutation and crossover of derivations; children are valid by construction and within budget.
+"""Mutation of derivations; children are valid by construction and within budget.
 
 Mutation picks one node uniformly (modules and terminals alike, inside repeated branches too, where
 the change reaches every copy because the copies share one subtree) and re-samples it at its slot
@@ -8,8 +8,7 @@ and re-picks the aggregation if the old one no longer fits.  Downstream nodes ar
 (linears re-size); a proposal that breaks a later node or the budget is dropped and another node
 is tried, so the returned child always compiles.
 
-Crossover replaces a subtree of one parent by a subtree of the other that maps the same input shape
-to the same output shape, so nothing downstream changes shape.
+Crossover lives in :mod:`einspace.recombination`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import random
 
 from einspace.blocks.registry import Kind, get
 
-from . import structure
 from .analysis import Annotation, NodeInfo, annotate
 from .derivation import Derivation
 from .errors import SamplingError, ShapeError
@@ -39,33 +37,6 @@ def mutate(derivation: Derivation, input_shape, rng: random.Random,
         if child is not None and child != derivation and _admissible(child, parent, sampler):
             return child
     raise SamplingError(f"no valid mutation found in {MAX_ATTEMPTS} attempts")
-
-
-def crossover(a: Derivation, b: Derivation, input_shape, rng: random.Random,
-              sampler: Sampler | None = None) -> Derivation:
-    """``a`` with one module subtree replaced by a different subtree of ``b`` that has the same
-    input and output shapes."""
-    sampler = sampler or Sampler()
-    ann_a, ann_b = annotate(a, input_shape), annotate(b, input_shape)
-    donors: dict[tuple, dict[str, Derivation]] = {}
-    for info in ann_b.nodes.values():
-        if info.slot == structure.MODULE and info.path:
-            donors.setdefault((info.input, info.output), {})[info.node.text] = info.node
-    sites = [info for _, info in sorted(ann_a.nodes.items())
-             if info.slot == structure.MODULE and info.path
-             and any(text != info.node.text
-                     for text in donors.get((info.input, info.output), {}))]
-    if not sites:
-        raise SamplingError("crossover: the parents share no subtrees with the same input and "
-                            "output shapes")
-    for _ in range(MAX_ATTEMPTS):
-        site = rng.choice(sites)
-        options = [d for t, d in sorted(donors[(site.input, site.output)].items())
-                   if t != site.node.text]
-        child = a.replace(site.path, rng.choice(options))
-        if _admissible(child, ann_a, sampler):
-            return child
-    raise SamplingError(f"crossover: no child within the budget in {MAX_ATTEMPTS} attempts")
 
 
 def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool:

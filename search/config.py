@@ -19,6 +19,13 @@ search:
   keep_weights: 3             # trained weights kept for the best K trials
   memory_per_trial: auto      # memory budget per trial: auto (from the Ray nodes), 6GB, or off
 evolution: {population_size: 100, tournament_size: 10, seeds: [resnet18], crossover_rate: 0.0}
+evolution:
+  population_size: 100
+  tournament_size: 10
+  seeds: [resnet18]
+  crossover_rate: 0.0         # probability that a child is a crossover of two winners
+  novelty_weight: 0.0         # rank contestants by score + w * novelty (0 = off)
+  min_distance: 0.0           # redraw a child within this tree edit distance of its parent
 optuna: {sampler: tpe}        # tpe | random
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
@@ -56,7 +63,7 @@ DEFAULTS: dict = {
                "retries": 1, "scheduler": "none", "grace_epochs": 1, "address": None,
                "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
     "evolution": {"population_size": 100, "tournament_size": 10, "seeds": ["resnet18"],
-                  "crossover_rate": 0.0},
+                  "crossover_rate": 0.0, "novelty_weight": 0.0, "min_distance": 0.0},
     "optuna": {"sampler": "tpe"},
     "training": {},
     "final": {"top_k": 1, "epochs": None},
@@ -240,6 +247,8 @@ def _check(raw: dict) -> None:
     if e["crossover_rate"] > 1:
         raise ConfigError(f"evolution.crossover_rate must be at most 1, got "
                           f"{e['crossover_rate']!r}")
+    _number("evolution.novelty_weight", e["novelty_weight"], 0.0)
+    _number("evolution.min_distance", e["min_distance"], 0.0)
     if isinstance(e["seeds"], str):
         e["seeds"] = [e["seeds"]]
     if e["seeds"] is None:

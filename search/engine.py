@@ -139,7 +139,9 @@ def make_strategy(config: SearchConfig, input_shape: tuple[int, ...]) -> Strateg
     return RegularisedEvolution(sampler, input_shape, population_size=evo["population_size"],
                                 tournament_size=evo["tournament_size"],
                                 seeds=resolve_seeds(evo["seeds"], input_shape),
-                                crossover_rate=evo["crossover_rate"])
+                                crossover_rate=evo["crossover_rate"],
+                                novelty_weight=evo["novelty_weight"],
+                                min_distance=evo["min_distance"])
 
 
 def prepare_run_dir(config: SearchConfig, run_dir: Path) -> None:

@@ -14,8 +14,20 @@ Starting points:
   (the reference's protocol; copies are not trials and are never trained again).  Proposals made
   before any seed result is known mutate a seed chosen at random.
 
-With ``crossover_rate`` > 0 a child is, with that probability, the shape-matched crossover of two
-tournament winners instead of a mutation.
+With ``crossover_rate`` > 0 a child is, with that probability, the crossover of two tournament
+winners (:func:`einspace.recombine`, which works between unrelated parents) instead of a
+mutation; before the seeds' results are known, of two seeds drawn at random.  The proposal's
+``choices`` hold ``origins``: the child's copied subtrees as ``[child path, parent trial index,
+path in that parent]``.
+
+Two optional terms, both off by default (then the proposals are exactly those without them):
+
+* ``novelty_weight`` w > 0: a tournament contestant ranks by ``score + w * novelty``, its
+  novelty being its mean normalised tree edit distance (0 same network .. 1) to the other
+  draws of the tournament, so a less common architecture can beat a slightly better copy;
+* ``min_distance`` d > 0: a child within unit-weight tree edit distance d of the tournament
+  winner it was made from is redrawn, up to ``NEAR_DUPLICATE_DRAWS`` times (exact duplicates,
+  distance 0 after canonicalisation, are always rejected by the search loop).
 """
 
 from __future__ import annotations
@@ -26,10 +38,14 @@ from dataclasses import dataclass
 
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, SamplingError
-from einspace.mutation import crossover, mutate
+from einspace.mutation import mutate
+from einspace.recombination import recombine
 from einspace.sampler import Sampler
+from einspace.tree_distance import normalised_distance, tree_distance
 
 from .strategy import Outcome, Proposal, Strategy
+
+NEAR_DUPLICATE_DRAWS = 10
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,14 @@ class RegularisedEvolution(Strategy):
     def __init__(self, sampler: Sampler, input_shape: tuple[int, ...], *,
                  population_size: int = 100, tournament_size: int = 10,
                  seeds: list[tuple[str, Derivation]] | None = None,
-                 crossover_rate: float = 0.0):
+                 crossover_rate: float = 0.0, novelty_weight: float = 0.0,
+                 min_distance: float = 0.0):
         if population_size < 1 or tournament_size < 1:
             raise ConfigError("evolution needs population_size >= 1 and tournament_size >= 1")
         if not 0.0 <= crossover_rate <= 1.0:
             raise ConfigError(f"crossover_rate must be in [0, 1], got {crossover_rate!r}")
+        if novelty_weight < 0 or min_distance < 0:
+            raise ConfigError("novelty_weight and min_distance must be >= 0")
         self.sampler = sampler
         self.input_shape = tuple(input_shape)
         self.population_size = population_size
@@ -65,6 +84,8 @@ class RegularisedEvolution(Strategy):
             if all(derivation != other for _, other in self.seeds):
                 self.seeds.append((label, derivation))
         self.crossover_rate = crossover_rate
+        self.novelty_weight = novelty_weight
+        self.min_distance = min_distance
         self.population: deque[Member] = deque()
         self._seed_outcomes: dict[int, Outcome] = {}
 
@@ -77,20 +98,36 @@ class RegularisedEvolution(Strategy):
         parent = self._tournament(rng) or self._untrained_seed(rng)
         if parent is None:
             return self._sample(rng)
+        proposal = self._child(parent, rng)
+        for _ in range(NEAR_DUPLICATE_DRAWS if self.min_distance else 0):
+            if proposal.origin == "sample" or not self._near_duplicate(proposal, parent):
+                break
+            proposal = self._child(parent, rng)
+        return proposal
+
+    def _child(self, parent: Member, rng: random.Random) -> Proposal:
         if self.crossover_rate and rng.random() < self.crossover_rate:
-            other = self._tournament(rng)
+            other = self._tournament(rng) or self._untrained_seed(rng)
             if other is not None and other.derivation != parent.derivation:
                 try:
-                    child = crossover(parent.derivation, other.derivation, self.input_shape, rng,
-                                      self.sampler)
-                    return Proposal(child, "crossover", (parent.index, other.index))
+                    made = recombine(parent.derivation, other.derivation, self.input_shape, rng,
+                                     self.sampler)
                 except SamplingError:
                     pass
+                else:
+                    parents = (parent.index, other.index)
+                    origins = [[list(path), parents[k], list(source)]
+                               for path, k, source in made.regions()]
+                    return Proposal(made.child, "crossover", parents, {"origins": origins})
         try:
             child = mutate(parent.derivation, self.input_shape, rng, self.sampler)
         except SamplingError:
             return self._sample(rng)
         return Proposal(child, "mutation", (parent.index,))
+
+    def _near_duplicate(self, proposal: Proposal, parent: Member) -> bool:
+        """Whether the child is within ``min_distance`` of the parent it was made from."""
+        return tree_distance(proposal.derivation, parent.derivation) <= self.min_distance
 
     def tell(self, outcome: Outcome) -> None:
         if outcome.index < len(self.seeds):
@@ -121,7 +158,10 @@ class RegularisedEvolution(Strategy):
             return None
         members = list(self.population)
         drawn = [rng.choice(members) for _ in range(self.tournament_size)]
-        return max(drawn, key=lambda m: m.score)
+        if not self.novelty_weight:
+            return max(drawn, key=lambda m: m.score)
+        ranks = [m.score + self.novelty_weight * _novelty(i, drawn) for i, m in enumerate(drawn)]
+        return drawn[max(range(len(drawn)), key=ranks.__getitem__)]
 
     def _untrained_seed(self, rng: random.Random) -> Member | None:
         """A seed to mutate while no seed result is known yet (None once all seeds failed)."""
@@ -132,3 +172,14 @@ class RegularisedEvolution(Strategy):
 
     def _sample(self, rng: random.Random) -> Proposal:
         return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
+
+
+def _novelty(position: int, drawn: list[Member]) -> float:
+    """Mean normalised distance from contestant ``position`` to the other draws (0 if none).
+
+    Every other draw counts, repeats and copies included (the seed copies share one trial
+    index), so an architecture that is common in the population is less novel."""
+    me, others = drawn[position], drawn[:position] + drawn[position + 1:]
+    if not others:
+        return 0.0
+    return sum(normalised_distance(me.derivation, m.derivation) for m in others) / len(others)

@@ -11,9 +11,10 @@ The loop hands out trials (index, proposal) and takes back outcomes.  Two orderi
   waits; the order of the tells is recorded (``tell_seq``) and replayed on resume.
 
 Each proposal draws from ``random.Random(f"{seed}/{index}")``, so no RNG state needs saving.  A
-proposal whose architecture hash was already proposed is not trained again: the strategy is asked
-again (its stream continues); after ``max_duplicate_draws`` duplicates in a row the space is
-considered exhausted and the loop stops proposing.
+proposal whose network was already proposed (the same ``canonical_hash``: trees that differ only
+in re-associated sequences, identities or 1x1 reshapes count as one) is not trained again: the
+strategy is asked again (its stream continues); after ``max_duplicate_draws`` duplicates in a row
+the space is considered exhausted and the loop stops proposing.
 
 An optional ``screen`` looks at every new proposal before it is handed out and may reject it
 (returning the reason): a rejected proposal keeps its index and is told to the strategy as a
@@ -29,6 +30,8 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from einspace.canonical_form import canonical_hash
 
 from .strategy import REJECTED, Outcome, Proposal, Strategy
 
@@ -88,7 +91,7 @@ class SearchLoop:
         self.trials: list[LoopTrial] = []
         self.duplicates = 0
         self.exhausted = False
-        self._hashes: set[str] = set()
+        self._networks: set[str] = set()  # canonical hashes of every proposal
         self._told = 0
         self._told_in_order = 0
         self._rerun: deque[int] = deque()
@@ -131,7 +134,7 @@ class SearchLoop:
         rng = random.Random(f"{self.seed}/{n}")
         for _ in range(self.max_duplicate_draws):
             proposal = self.strategy.ask(n, rng)
-            if proposal.derivation.hash not in self._hashes:
+            if canonical_hash(proposal.derivation) not in self._networks:
                 return self._screened(self._add(proposal))
             self.duplicates += 1
         self.exhausted = True
@@ -203,7 +206,7 @@ class SearchLoop:
     def _add(self, proposal: Proposal) -> LoopTrial:
         trial = LoopTrial(len(self.trials), proposal)
         self.trials.append(trial)
-        self._hashes.add(trial.hash)
+        self._networks.add(canonical_hash(trial.proposal.derivation))
         return trial
 
     def _tell(self, trial: LoopTrial) -> None:

@@ -135,12 +135,34 @@ def test_grammar_prints_overridden_grammar(tmp_path, capsys):
      "at /2"),
     (["inspect", "resnet18", "--input-shape", "3,28,28", "--graph", "out.jpeg"], ".png"),
     (["sample", "--input-shape", "3,28,28", "--config", "/nonexistent.yaml"], "does not exist"),
+    (["distance", "resnet18"], "the following arguments are required: b"),
+    (["distance", "resnet18", "resnet19"], "neither architecture text"),
+    (["distance", "resnet18", "vit", "--indel-node", "0"], "indel_node"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv, expected, capsys):
     code, out, err = run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("einspace: error: ")
     assert expected in err
+
+
+def test_distance_of_seeds_files_and_texts(tmp_path, capsys):
+    code, out, _ = run(capsys, "distance", "resnet18", "resnet18")
+    assert code == 0 and out == "0  (the same network)\n"
+    arch = tmp_path / "net.arch"
+    arch.write_text("# norm, then an identity the compiler drops\n"
+                    "(sequential (computation norm) (computation identity))\n")
+    code, out, _ = run(capsys, "distance", str(arch), "(computation norm)", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["distance"] == 0 and info["same_network"]
+    assert info["a_hash"] != info["b_hash"]
+    assert info["a_canonical_hash"] == info["b_canonical_hash"]
+    code, out, _ = run(capsys, "distance", "(computation norm)", "(computation linear16)",
+                       "--relabel-terminal", "0.5")
+    assert code == 0 and out == "0.5\n"
+    code, out, _ = run(capsys, "distance", "resnet18", "vit")
+    assert float(out) == einspace.distance(einspace.load_seed("resnet18"),
+                                           einspace.load_seed("vit")) > 0
 
 
 def test_installed_command_never_prints_a_traceback():

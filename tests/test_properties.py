@@ -21,6 +21,7 @@ import torch
 
 import einspace
 from einspace import Budget, Derivation, SamplingError, annotate, build, count, parse
+from einspace.recombination import swap_matching_subtree
 
 SHAPES = [(3, 28, 28), (1, 24, 24), (12, 8, 8), (3, 64, 64), (1, 27, 18), (1, 64, 128)]
 PER_SHAPE = 334  # 6 x 334 = 2004 samples
@@ -45,13 +46,14 @@ def samples(shape) -> tuple[Derivation, ...]:
 @lru_cache(maxsize=None)
 def crossover_pairs(shape) -> tuple[tuple[Derivation, Derivation, Derivation], ...]:
     """(a, b, child): for each of the first samples ``a``, up to 5 mutations ``b`` are tried
-    until ``crossover(a, b)`` finds a compatible subtree (small samples often share none)."""
+    until the shape-matched swap (crossover's first choice) finds a compatible subtree (small
+    samples often share none)."""
     found = []
     for i, a in enumerate(samples(shape)[:CROSSOVERS_PER_SHAPE]):
         for j in range(5):
             b = einspace.mutate(a, shape, seed=20_000 + 100 * i + j, sampler=SAMPLER)
             try:
-                child = einspace.crossover(a, b, shape, seed=i, sampler=SAMPLER)
+                child = swap_matching_subtree(a, b, shape, random.Random(i), SAMPLER)
             except SamplingError:
                 continue
             found.append((a, b, child))
@@ -248,7 +250,7 @@ def test_crossover_children(shape):
         _check_crossover_child(a, b, child, shape)
     for a, b, child in triples[:10]:  # same seed, same child
         assert einspace.crossover(a, b, shape, seed=samples(shape).index(a),
-                                  sampler=SAMPLER) == child
+                                  sampler=SAMPLER) == child  # the swap comes first
 
 
 def test_crossover_of_seeds_and_their_mutations():
@@ -272,12 +274,14 @@ def test_crossover_of_seeds_and_their_mutations():
     assert made == 6 * len(names)
 
 
-def test_crossover_without_compatible_subtrees_raises():
+def test_swap_without_compatible_subtrees_raises():
+    """The shape-matched swap alone cannot cross these; ``einspace.crossover`` grafts instead
+    (tests/test_crossover.py)."""
     shape = (3, 28, 28)
     a = parse("(sequential (computation linear16) (computation leakyrelu))")
     b = parse("(routing permute213 (computation norm) permute213)")
     with pytest.raises(SamplingError):
-        einspace.crossover(a, b, shape, seed=0)
+        swap_matching_subtree(a, b, shape, random.Random(0))
 
 
 # -- the seed-papers terminal set -------------------------------------------------------------

@@ -89,6 +89,8 @@ def test_unknown_keys_are_named(data, key):
     ({"search": 5}, "'search' must be a mapping"),
     ({"evolution": {"crossover_rate": 2}}, "evolution.crossover_rate"),
     ({"evolution": {"crossover_rate": -0.1}}, "evolution.crossover_rate"),
+    ({"evolution": {"novelty_weight": -1}}, "evolution.novelty_weight"),
+    ({"evolution": {"min_distance": "near"}}, "evolution.min_distance"),
     ({"evolution": {"population_size": 0}}, "evolution.population_size"),
     ({"evolution": {"tournament_size": "5"}}, "evolution.tournament_size"),
     ({"evolution": {"seeds": {"resnet18": 1}}}, "evolution.seeds"),

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from einspace import Budget, Sampler, load_grammar
+from einspace import Budget, Sampler, canonical_hash, load_grammar
 from einspace.search.evolution import RegularisedEvolution
 from einspace.search.loop import DONE, WAIT, LoopTrial, SearchLoop
 from einspace.search.random_search import RandomSearch
@@ -129,12 +129,17 @@ def all_tiny_hashes() -> set[str]:
 def test_duplicates_are_never_handed_out_and_exhaustion_ends_the_search(make):
     space = all_tiny_hashes()
     assert len(space) == 6
+    # the six texts build three networks: norm twice, norm, and the identity (written as
+    # identity routings, identity chains, ...); each network is trained once
+    networks = {canonical_hash(TINY.sample(TINY_SHAPE, random.Random(k))) for k in range(400)}
+    assert len(networks) == 3
     loop = SearchLoop(make(), seed=1, max_trials=50, lag=2, max_duplicate_draws=40)
     simulate(loop, workers=2, order=random.Random(3))
     hashes = [t.hash for t in loop.trials]
     assert len(hashes) == len(set(hashes))
     assert set(hashes) <= space
-    assert len(hashes) == 6  # everything the space holds, then no more
+    assert {canonical_hash(t.proposal.derivation) for t in loop.trials} == networks
+    assert len(hashes) == 3  # everything the space holds, then no more
     assert loop.exhausted
     assert loop.duplicates >= 40
     assert loop.next() is DONE
