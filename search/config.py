@@ -33,6 +33,7 @@ override some of its keys.  Every key has a default; unknown keys and bad values
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +253,8 @@ def _integer(name: str, value, minimum: int) -> None:
 
 
 def _number(name: str, value, minimum: float, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum \
-            or (strict and value == minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
-        raise ConfigError(f"{name} must be a number {relation} {minimum:g}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number {relation} {minimum:g}, got "
+                          f"{value!r}")
