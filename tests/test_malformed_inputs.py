@@ -32,6 +32,8 @@ from einspace.search.config import resolve
 from einspace.search.engine import prepare_run_dir
 from einspace.search.store import TrialStore, default_url
 from einspace.search.strategy import FAILED, OK, Proposal
+from einspace.tasks.data import CLASSIFICATION, Split, TaskData
+from einspace.tasks.unseen_nas import write_unseen_nas
 
 ERROR = "einspace: error: "
 
@@ -237,3 +239,355 @@ def test_bad_space_config(sandbox, capsys, text, expected):
     config = write_config("space.yaml", text)
     for command in (["sample", *SHAPE], ["grammar"]):
         assert expected in refused(capsys, [*command, "--config", config])
+
+
+# ----------------------------------------------------------------------------- search configs
+
+SEARCH_CASES = [
+    ("serch: {trials: 3}\n", "unknown config key 'serch'"),
+    ("search: {trails: 3}\n", "unknown config key 'search.trails'"),
+    ("search: [1, 2]\n", "'search' must be a mapping"),
+    ("task: 5\n", "'task' must be a mapping"),
+    ("task: {name: ''}\n", "task.name must be"),
+    ("task: {name: [a]}\n", "task.name must be"),
+    ("task: {name: nosuch}\n", "unknown task 'nosuch'"),
+    ("task: {size: huge}\n", "task.size must be one of"),
+    ("task: {seed: -1}\n", "task.seed must be an integer >= 0"),
+    ("task: {root: 5}\n", "task.root must be a path"),
+    ("task: {nme: mnist1d}\n", "unknown config key 'task.nme'"),
+    ("seed: abc\n", "seed must be an integer >= 0"),
+    ("seed: 1.0e+30\n", "seed must be an integer >= 0"),
+    ("search: {strategy: greedy}\n", "search.strategy must be one of"),
+    ("search: {ordering: random}\n", "search.ordering must be one of"),
+    ("search: {scheduler: hyperband}\n", "search.scheduler must be one of"),
+    ("search: {trials: 0}\n", "search.trials must be an integer >= 1"),
+    ("search: {trials: 1.5}\n", "search.trials must be an integer >= 1"),
+    ("search: {trials: 1e400}\n", "search.trials must be an integer >= 1"),
+    ("search: {trials: '12'}\n", "search.trials must be an integer >= 1"),
+    ("search: {trials: null, time: null}\n", "the search needs a budget"),
+    ("search: {time: -5}\n", "search.time must be a positive number"),
+    ("search: {time: soon}\n", "search.time must be a positive number"),
+    ("search: {time: .inf}\n", "search.time must be a positive number"),
+    ("search: {time: 1e999m}\n", "search.time must be a positive number"),
+    ("search: {workers: 0}\n", "search.workers must be an integer >= 1"),
+    ("search: {workers: 1e400}\n", "search.workers must be an integer >= 1"),
+    ("search: {retries: -1}\n", "search.retries must be an integer >= 0"),
+    ("search: {grace_epochs: 0}\n", "search.grace_epochs must be an integer >= 1"),
+    ("search: {keep_weights: -1}\n", "search.keep_weights must be an integer >= 0"),
+    ("search: {cpus_per_trial: 0}\n", "search.cpus_per_trial must be a finite number > 0"),
+    ("search: {cpus_per_trial: .inf}\n", "search.cpus_per_trial must be a finite number"),
+    ("search: {cpus_per_trial: 1e999}\n", "search.cpus_per_trial must be a finite number"),
+    ("search: {gpus_per_trial: .nan}\n", "search.gpus_per_trial must be a finite number"),
+    ("search: {gpus_per_trial: -0.5}\n", "search.gpus_per_trial must be a finite number"),
+    ("search: {storage: 5}\n", "search.storage must be a database URL"),
+    ("search: {address: [head, 6379]}\n", "search.address must be"),
+    ("evolution: {population_size: 0}\n", "evolution.population_size must be an integer"),
+    ("evolution: {population_size: 1e400}\n", "evolution.population_size must be an integer"),
+    ("evolution: {tournament_size: 0}\n", "evolution.tournament_size must be an integer"),
+    ("evolution: {crossover_rate: 1.5}\n", "evolution.crossover_rate must be at most 1"),
+    ("evolution: {crossover_rate: .nan}\n", "evolution.crossover_rate must be a finite"),
+    ("evolution: {crossover_rate: '0.1'}\n", "evolution.crossover_rate must be a finite"),
+    ("evolution: {seeds: 5}\n", "evolution.seeds must be a list"),
+    ("evolution: {seeds: [resnet19]}\n", "evolution.seeds[0] = 'resnet19' is neither"),
+    ("evolution: {seeds: [resnet18, '(computation nrom)']}\n", "evolution.seeds[1]"),
+    ("evolution: {seeds: ['(sequential (computation norm)']}\n", "evolution.seeds[0]"),
+    ("optuna: {sampler: cmaes}\n", "optuna.sampler must be one of"),
+    ("training: {epochs: 0}\n", "recipe.epochs must be at least 1"),
+    ("training: {lr: -1}\n", "recipe.lr must be greater than 0"),
+    ("training: {lr: .nan}\n", "recipe.lr must be a finite number"),
+    ("training: {nosuch: 1}\n", "unknown training recipe key 'nosuch'"),
+    ("training: {techniques: {nosuch: {}}}\n", "nosuch"),
+    ("training: {techniques: [grad_noise]}\n", "techniques"),
+    ("training: {batch_size: 1e400}\n", "recipe.batch_size must be"),
+    ("training: 5\n", "'training' must be a mapping"),
+    ("final: {top_k: -1}\n", "final.top_k must be an integer >= 0"),
+    ("final: {epochs: 0}\n", "final.epochs must be an integer >= 1"),
+    ("budget: {max_params: 0}\n", "max_params must be a positive integer"),
+    ("budget: {max_params: 1e999}\n", "max_params must be a positive integer"),
+    ("grammar: {disable: [no_such_op]}\n", "'no_such_op' is not a terminal"),
+    ("grammar: {add: {compute: linear_x4}}\n", "grammar.add.compute must be a list"),
+    ("extends: nosuch\n", "'nosuch' is neither a file nor a shipped config"),
+    ("extends: 5\n", "extends must be a config name or path"),
+    ("extends: [quickstart]\n", "extends must be a config name or path"),
+    ("extends: search.yaml\n", "forms a cycle"),
+    ("extends: cycle_a.yaml\n", "forms a cycle"),
+    ("extends: broken.yaml\n", "not valid YAML"),
+    ("extends: quickstart\nsearch: {trials: -4}\n", "search.trials must be an integer >= 1"),
+    ("- extends\n- quickstart\n", "top level must be a mapping"),
+    ("search: {trials: 3\n", "not valid YAML"),
+    (b"search: {trials: 3}\n\xff\xfe\n", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("text, expected", SEARCH_CASES,
+                         ids=[repr(t)[:60] for t, _ in SEARCH_CASES])
+def test_bad_search_config(sandbox, capsys, text, expected):
+    Path("cycle_a.yaml").write_text("extends: cycle_b.yaml\n")
+    Path("cycle_b.yaml").write_text("extends: cycle_a.yaml\nseed: 1\n")
+    Path("broken.yaml").write_text("search: [\n")
+    config = write_config("search.yaml", text)
+    assert expected in refused(capsys, ["search", "--config", config])
+
+
+# ----------------------------------------------------------------------------- architecture text
+
+ARCH_CASES = [
+    ("(", "unclosed '('"),
+    (")", "neither architecture text"),
+    ("()", "production name"),
+    ("(()", "unclosed '('"),
+    ("(sequential", "unclosed '('"),
+    ("(computation norm))", "unbalanced ')'"),
+    ("(computation norm) )(", "unbalanced ')'"),
+    ("((computation norm))", "production name"),
+    ("(computation (norm))", "expected a computation terminal name"),
+    ("(computation [norm])", "unknown computation terminal"),
+    ("(computation norm)(computation norm)", "continues after"),
+    ("(computation\tnorm", "unclosed '('"),
+    ("(computation linear1e3)", "unknown computation terminal 'linear1e3'"),
+    ("(computation linear-5)", "unknown computation terminal 'linear-5'"),
+    ("(computation linear99999999999999999999)", "unknown computation terminal"),
+    ("(computation norm\0)", "unknown computation terminal"),
+    ("(computation norm)" + ")" * 5000, "unbalanced ')'"),
+    ("(" * 5000, "5000 unclosed '('"),
+    ("(sequential " * 600 + "(computation norm) " * 601 + ")" * 600, "nesting depth"),
+    ("(sequential (computation norm) (computation norm)", "unclosed '('"),
+    ("(sequential (computation norm) computation norm))", "unbalanced ')'"),
+    ("(routing im2col3k1s1p (computation linear64) col2im", "unclosed '('"),
+    ("(routing im2col3k1s1p) (computation linear64) col2im)", "unbalanced ')'"),
+    ("(branching clone_tensor2 (computation norm) (computation norm) add_tensors))",
+     "unbalanced ')'"),
+    ("(branching clone_tensor2 ((computation norm)) (computation norm) add_tensors)",
+     "production name"),
+    ("(computation norm) # ( a comment, then )))", "unbalanced ')'"),
+]
+
+
+@pytest.mark.parametrize("text, expected", ARCH_CASES, ids=[repr(t)[:50] for t, _ in ARCH_CASES])
+def test_bad_architecture_text(sandbox, capsys, text, expected):
+    assert expected in refused(capsys, ["inspect", text, *SHAPE])
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "empty"),
+    (b"# only a comment\n", "empty"),
+    (b"\xff\xfe(computation norm)", "cannot be read as architecture text"),
+    (b"(computation norm", "unclosed '('"),
+    (b"(computation norm)\n(computation norm)\n", "continues after"),
+], ids=["empty", "comment", "binary", "unclosed", "two"])
+def test_bad_architecture_file(sandbox, capsys, content, expected):
+    Path("net.arch").write_bytes(content)
+    message = refused(capsys, ["inspect", "net.arch", *SHAPE])
+    assert message.startswith("net.arch") and expected in message
+
+
+WORDS = ["(", ")", " ", "\n", "sequential", "branching", "routing", "computation", "norm",
+         "linear16", "clone_tensor2", "add_tensors", "im2col3k1s1p", "col2im", "identity",
+         "((", "))", "#", "x"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(WORDS), max_size=40).map("".join)
+       | st.text(max_size=60).map(lambda s: "(" + s))
+def test_any_text_parses_or_is_a_parse_error(text):
+    try:
+        derivation = einspace.parse(text)
+    except ParseError as e:
+        assert str(e) and "\n" not in str(e)
+    else:
+        assert einspace.parse(derivation.text) == derivation
+
+
+# ----------------------------------------------------------------------------- Unseen-NAS data
+
+SIZES = {"train": 12, "valid": 6, "test": 6}
+
+
+def write_dataset(root: Path, shape=(1, 8, 8), classes: int = 3) -> Path:
+    """A small valid classification dataset, written with the Unseen-NAS writer."""
+    rng = np.random.default_rng(0)
+    splits = {s: Split(rng.standard_normal((n, *shape)).astype(np.float32),
+                       np.arange(n, dtype=np.int64) % classes) for s, n in SIZES.items()}
+    return write_unseen_nas(root, TaskData("toy", shape, CLASSIFICATION, splits,
+                                           num_classes=classes, metadata={"lr": 0.01}))
+
+
+def put(name: str, value) -> callable:
+    """A damage: replace one file with an array, text or bytes."""
+    def damage(root: Path) -> Path:
+        path = root / name
+        if isinstance(value, np.ndarray):
+            np.save(path, value, allow_pickle=value.dtype.hasobject)
+        else:
+            path.write_bytes(value if isinstance(value, bytes) else value.encode())
+        return root
+    return damage
+
+
+def edit(name: str, change) -> callable:
+    """A damage: load one array, change it, save it back."""
+    def damage(root: Path) -> Path:
+        arr = np.load(root / name)
+        np.save(root / name, change(arr))
+        return root
+    return damage
+
+
+def meta(**keys) -> callable:
+    def damage(root: Path) -> Path:
+        data = json.loads((root / "metadata").read_text())
+        (root / "metadata").write_text(json.dumps({**data, **keys}))
+        return root
+    return damage
+
+
+def remove(name: str) -> callable:
+    def damage(root: Path) -> Path:
+        (root / name).unlink()
+        return root
+    return damage
+
+
+def truncate(name: str, keep: float) -> callable:
+    def damage(root: Path) -> Path:
+        data = (root / name).read_bytes()
+        (root / name).write_bytes(data[:int(len(data) * keep)])
+        return root
+    return damage
+
+
+def empty(split: str) -> callable:
+    def damage(root: Path) -> Path:
+        for part in ("x", "y"):
+            edit(f"{split}_{part}.npy", lambda a: a[:0])(root)
+        return root
+    return damage
+
+
+def with_nan(arr, at=(0, 0, 0, 0), value=np.nan):
+    arr = arr.copy()
+    arr[at] = value
+    return arr
+
+
+def regression(root: Path) -> Path:
+    """The dataset turned into a dense regression task with a NaN target."""
+    for s, n in SIZES.items():
+        y = np.zeros((n, 1, 8, 8), np.float32)
+        np.save(root / f"{s}_y.npy", with_nan(y) if s == "valid" else y)
+    return meta(task_type="regression", num_classes=None)(root)
+
+
+def renamed(name: str, damage=None) -> callable:
+    """The dataset under another directory name (known datasets are checked by name)."""
+    def move(root: Path) -> Path:
+        target = root.parent / name
+        root.rename(target)
+        return damage(target) if damage else target
+    return move
+
+
+class Evil:
+    def __reduce__(self):
+        return (Path("pwned").write_text, ("unpickled",))
+
+
+def pickled(root: Path) -> Path:
+    import pickle
+
+    (root / "train_y.npy").write_bytes(pickle.dumps(Evil()))
+    return root
+
+
+DATA_CASES = [
+    ("json", put("metadata", "{"), "malformed JSON"),
+    ("json-list", put("metadata", "[1, 2]"), "expected a JSON object"),
+    ("json-binary", put("metadata", b"\xff\xfe{}"), "cannot be read"),
+    ("classes-0", meta(num_classes=0), "'num_classes' is 0, expected a positive integer"),
+    ("classes-str", meta(num_classes="four"), "expected a positive integer"),
+    ("classes-float", meta(num_classes=2.5), "expected a positive integer"),
+    ("shape-meta", meta(input_shape=[3, 9, 9]), "does not match the arrays"),
+    ("shape-meta-type", meta(input_shape="1x8x8"), "expected a list of positive integers"),
+    ("aliases", meta(num_classes=3, n_classes=5), "keys disagree"),
+    ("task-type", meta(task_type="segmentation"), "'task_type' is 'segmentation'"),
+    ("lr-nan", put("metadata", '{"lr": NaN}'), "expected a finite number"),
+    ("batch-negative", meta(batch_size=-8), "expected a positive integer"),
+    ("codename-type", meta(codename=7), "expected a string"),
+    ("lengths", edit("train_y.npy", lambda y: y[:-1]), "11 labels for 12 inputs"),
+    ("lengths-test", edit("test_y.npy", lambda y: np.concatenate([y, y])), "12 labels for 6"),
+    ("sample-shape", edit("valid_x.npy", lambda x: x[:, :, :7]), "differs from train_x.npy"),
+    ("nan-train", edit("train_x.npy", with_nan), "train_x.npy: inputs contain NaN"),
+    ("inf-valid", edit("valid_x.npy", lambda x: with_nan(x, value=np.inf)), "infinity"),
+    ("nan-test", edit("test_x.npy", lambda x: with_nan(x, (5, 0, 7, 7))), "test_x.npy"),
+    ("nan-float16", edit("train_x.npy", lambda x: with_nan(x.astype(np.float16))), "NaN"),
+    ("object-x", put("train_x.npy", np.array([[1], "a"], dtype=object)), "Python objects"),
+    ("object-y", put("valid_y.npy", np.array([None] * 6, dtype=object)), "Python objects"),
+    ("pickle-y", pickled, "not a valid .npy file"),
+    ("str-x", put("train_x.npy", np.full((12, 1, 8, 8), "a")), "expected a numeric dtype"),
+    ("complex-x", edit("train_x.npy", lambda x: x.astype(np.complex64)), "numeric dtype"),
+    ("datetime-x", put("valid_x.npy", np.zeros((6, 1, 8, 8), "datetime64[s]")), "numeric"),
+    ("struct-x", put("test_x.npy", np.zeros((6, 1, 8, 8), "i4,f4")), "numeric dtype"),
+    ("label-float", edit("train_y.npy", lambda y: y + 0.5), "is not an integer class id"),
+    ("label-nan", edit("train_y.npy", lambda y: with_nan(y.astype(float), 3)), "finite"),
+    ("label-negative", edit("valid_y.npy", lambda y: y - 1), "label -1 is outside [0, 3)"),
+    ("label-beyond", edit("valid_y.npy", lambda y: y + 5), "is outside [0, 3)"),
+    ("label-3d", edit("train_y.npy", lambda y: y.reshape(12, 1, 1)), "expected (N,) class"),
+    ("label-str", put("train_y.npy", np.array(["cat"] * 12)), "expected integer class ids"),
+    ("one-hot", put("train_y.npy", np.ones((12, 3), np.int64)), "not one-hot"),
+    ("empty-train", empty("train"), "train_x.npy: no samples"),
+    ("empty-valid", empty("valid"), "valid_x.npy: no samples"),
+    ("empty-test", empty("test"), "test_x.npy: no samples"),
+    ("missing-x", remove("train_x.npy"), "missing train_x.npy"),
+    ("missing-y", remove("valid_y.npy"), "missing valid_y.npy"),
+    ("truncated", truncate("train_x.npy", 0.5), "cannot be read as a .npy array"),
+    ("zero-bytes", truncate("valid_x.npy", 0), "not a valid .npy file"),
+    ("npz", put("train_x.npy", b"PK\x03\x04" + b"\0" * 64), "not a valid .npy file"),
+    ("x-1d", put("train_x.npy", np.zeros(12, np.float32)), "expected (N, C, H, W)"),
+    ("x-5d", edit("train_x.npy", lambda x: x[:, None]), "expected (N, C, H, W)"),
+    ("regression-nan", regression, "regression targets contain NaN"),
+    ("known-shape", renamed("addnist"), "addnist expects per-sample shape (3, 28, 28)"),
+    ("known-classes", renamed("chesseract", meta(input_shape=None)), "chesseract expects"),
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "toy")
+
+
+def damaged_copy(source: Path, where: Path, damage) -> Path:
+    root = shutil.copytree(source, where / source.name)
+    return damage(root)
+
+
+@pytest.mark.parametrize("damage, expected", [c[1:] for c in DATA_CASES],
+                         ids=[c[0] for c in DATA_CASES])
+def test_bad_unseen_nas_directory(sandbox, tmp_path, capsys, dataset, damage, expected):
+    root = damaged_copy(dataset, tmp_path, damage)
+    spec = f"unseen:{root}"
+    for argv in (["tasks", "show", spec], ["search", "--config", "quickstart", "--task", spec],
+                 ["tasks", "baseline", spec, "--arch", "mlp"]):
+        assert expected in refused(capsys, argv, root)
+    assert not Path("pwned").exists()
+
+
+def test_unseen_nas_directory_is_shown(sandbox, capsys, dataset):
+    assert main(["tasks", "show", f"unseen:{dataset}", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["input_shape"] == [1, 8, 8] and info["num_classes"] == 3
+    assert info["task_type"] == CLASSIFICATION and info["target_shape"] is None
+    assert info["splits"] == SIZES and info["withheld_targets"] == []
+    assert info["metadata"]["lr"] == 0.01 and info["metadata"]["codename"] == "toy"
+    assert info["source"] == f"unseen:{dataset}"
+    assert main(["tasks", "show", f"unseen:{dataset}"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["input_shape"] == "[1, 8, 8]" and lines["num_classes"] == "3"
+    assert lines["splits"] == "train 12, valid 6, test 6"
+
+
+def test_withheld_test_labels_are_shown(sandbox, tmp_path, capsys, dataset):
+    root = damaged_copy(dataset, tmp_path, remove("test_y.npy"))
+    assert main(["tasks", "show", f"unseen:{root}", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["withheld_targets"] == ["test"] and info["splits"]["test"] == 6
