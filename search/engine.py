@@ -42,13 +42,13 @@ from einspace.text import parse
 
 from .config import SearchConfig, resolve
 from .evolution import RegularisedEvolution
-from .final import final_evaluation, previous_final
+from .final import final_candidates, final_evaluation, previous_final
 from .loop import DONE, WAIT, LoopTrial, SearchLoop
 from .optuna_strategy import OptunaStrategy
 from .outputs import write_outputs
 from .progress import Progress
 from .random_search import RandomSearch
-from .store import TrialStore, default_url
+from .store import TrialStore, default_url, open_run_store
 from .strategy import FAILED, OK, STOPPED, Outcome, Strategy
 from .trial import ModelWrapper, run_trial
 from .weights import WeightKeeper
@@ -135,9 +135,16 @@ def read_run_config(run_dir: Path) -> SearchConfig:
     if not file.is_file():
         raise ConfigError(f"{run_dir} is not a search run directory (no {CONFIG_FILE})")
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: not valid UTF-8 text ({e.reason} at byte {e.start})") \
+            from None
+    if not data:  # resolving nothing would silently give the defaults' task and budget
+        raise ConfigError(f"{file} is empty; it should hold the run's resolved config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the resolved config must be a mapping of sections")
     return resolve(data)
 
 
@@ -335,8 +342,9 @@ def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool
     ``address`` and ``workers`` override the config (a resumed search may move to a cluster);
     ``wrap_model`` is a fault-injection hook for tests (see :mod:`einspace.search.trial`)."""
     run_dir = Path(run_dir)
-    if resume:
+    if resume:  # a missing or damaged database stops here, not after a new one was made
         config = read_run_config(run_dir)
+        open_run_store(run_dir, config.search["storage"]).latest()
     search = config.search
     workers = workers or search["workers"]
     data = load_search_task(config)
@@ -419,10 +427,11 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
     section unless ``top_k``/``epochs`` are given)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    store = TrialStore(store_url(config, run_dir), create=False)
+    store = open_run_store(run_dir, config.search["storage"])
     data = load_search_task(config)
     final_cfg = config.raw["final"]
     search = config.search
+    final_candidates(run_dir, store, top_k or final_cfg["top_k"] or 1)  # before Ray starts
     progress = Progress(None, None, quiet=quiet)
     started_ray = start_ray(address or search["address"])
     try:

@@ -591,3 +591,212 @@ def test_withheld_test_labels_are_shown(sandbox, tmp_path, capsys, dataset):
     assert main(["tasks", "show", f"unseen:{root}", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["withheld_targets"] == ["test"] and info["splits"]["test"] == 6
+
+
+# ----------------------------------------------------------------------------- damaged run dirs
+
+RUN_ARCHS = [("(computation linear16)", OK, 0.5), ("(computation norm)", FAILED, -math.inf),
+             ("(sequential (computation linear32) (computation leakyrelu))", OK, 0.7)]
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, dataset) -> Path:
+    """A finished run written through the store as a search would (no Ray), on the toy dataset:
+    trial 0 ok 0.5, trial 1 failed, trial 2 ok 0.7 (the best); both ok trials kept weights."""
+    run = tmp_path_factory.mktemp("search") / "run"
+    prepare_run_dir(resolve({"task": {"name": f"unseen:{dataset}"},
+                             "search": {"trials": 3, "keep_weights": 2}}), run)
+    store = TrialStore(default_url(run))
+    (run / "weights").mkdir()
+    for index, (text, status, score) in enumerate(RUN_ARCHS):
+        derivation = einspace.parse(text)
+        number = store.start(index, Proposal(derivation, "sample"), {})
+        store.finish(number, status, score, "diverged" if status == FAILED else "", {}, index)
+        if status == OK:
+            net = einspace.build(derivation, (1, 8, 8), num_classes=3)
+            torch.save(net.state_dict(), run / "weights" / f"trial-{index}.pt")
+    return run
+
+
+def sql(statement: str) -> callable:
+    """A damage: one SQL statement run on the trial database."""
+    def damage(run: Path) -> Path:
+        with sqlite3.connect(run / "trials.db") as db:
+            db.execute(statement)
+        return run
+    return damage
+
+
+def foreign_study(run: Path) -> Path:
+    """The database of another program's Optuna study."""
+    (run / "trials.db").unlink()
+    TrialStore(default_url(run)).study.study_name  # noqa: B018 (creates the file)
+    sql("UPDATE studies SET study_name = 'someone-else'")(run)
+    return run
+
+
+def config_edit(change) -> callable:
+    def damage(run: Path) -> Path:
+        path = run / "config.yaml"
+        path.write_text(change(path.read_text()))
+        return run
+    return damage
+
+
+def config_dir(run: Path) -> Path:
+    (run / "config.yaml").unlink()
+    (run / "config.yaml").mkdir()
+    return run
+
+
+def run_is_file(run: Path) -> Path:
+    shutil.rmtree(run)
+    run.write_text("not a run\n")
+    return run
+
+
+RECORD = "UPDATE trial_user_attributes SET value_json = {} WHERE key = 'trial'"
+NO_DB = "no trial database"
+NOT_RUN = "is not a search run directory"
+RUN_CASES = [
+    ("db-truncated", truncate("trials.db", 0.5), "trial database"),
+    ("db-empty", truncate("trials.db", 0), "trial database"),
+    ("db-garbage", put("trials.db", b"this is not a database" * 200), "trial database"),
+    ("db-missing", remove("trials.db"), NO_DB),
+    ("db-not-optuna", sql("DROP TABLE studies"), "no einspace run in this database"),
+    ("db-other-study", foreign_study, "no einspace run in this database"),
+    ("db-record-text", sql(RECORD.format("'{\"index\": 0, \"derivation\": \"(computation\"}'")),
+     "unreadable record"),
+    ("db-record-json", sql(RECORD.format("'{'")), "trial database"),
+    ("db-record-type", sql(RECORD.format("'[1, 2]'")), "unreadable record"),
+    ("config-missing", remove("config.yaml"), NOT_RUN),
+    ("config-dir", config_dir, NOT_RUN),
+    ("config-not-yaml", put("config.yaml", "search: [\n"), "not valid YAML"),
+    ("config-binary", put("config.yaml", b"\xff\xfe\x00"), "not valid UTF-8"),
+    ("config-list", put("config.yaml", "- task\n- search\n"), "must be a mapping"),
+    ("config-empty", put("config.yaml", ""), "config.yaml is empty"),
+    ("config-unknown", config_edit(lambda t: t + "extra: 1\n"), "unknown config key 'extra'"),
+    ("config-bad-value", config_edit(lambda t: t.replace("workers: 2", "workers: 0")),
+     "search.workers must be an integer >= 1"),
+    ("config-task-gone", config_edit(lambda t: t.replace("/toy", "/gone")), "gone"),
+    ("run-is-file", run_is_file, "run"),
+]
+RUN_COMMANDS = {
+    "export": ["export", "{run}", "--out", "exported"],
+    "report": ["report", "{run}"],
+    "evaluate": ["evaluate", "{run}"],
+    "resume": ["search", "--resume", "{run}"],
+}
+EXPECTED_WHEN_NOT_A_DIRECTORY = {"export": "architecture text must start with '('",
+                                 "report": NOT_RUN, "evaluate": NOT_RUN, "resume": NOT_RUN}
+# A report needs no data (its graphs are left out with a note, see the test below)
+REPORTABLE = {"config-task-gone"}
+DAMAGED_RUNS = [pytest.param(damage, expected, command, id=f"{name}-{command}")
+                for name, damage, expected in RUN_CASES for command in RUN_COMMANDS
+                if not (command == "report" and name in REPORTABLE)]
+
+
+@pytest.mark.parametrize("damage, expected, command", DAMAGED_RUNS)
+def test_damaged_run_directory(sandbox, tmp_path, capsys, dataset, good_run, damage, expected,
+                               command):
+    run = damaged_copy(good_run, tmp_path, damage)
+    if damage is run_is_file:
+        expected = EXPECTED_WHEN_NOT_A_DIRECTORY[command]
+    argv = [a.format(run=run) for a in RUN_COMMANDS[command]]
+    assert expected in refused(capsys, argv, dataset)  # the run itself may be written
+
+
+def weights(content) -> callable:
+    def damage(run: Path) -> Path:
+        path = run / "weights" / "trial-2.pt"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        return run
+    return damage
+
+
+EXPORT_CASES = [
+    ("weights-missing", remove("weights/trial-2.pt"), [], "no weights for trial 2"),
+    ("weights-garbage", weights(b"garbage" * 10), [], "not a readable state_dict"),
+    ("weights-truncated", truncate("weights/trial-2.pt", 0.5), [], "not a readable state_dict"),
+    ("weights-pickle", weights(Evil()), [], "not a readable state_dict"),
+    ("weights-list", weights([torch.zeros(2)]), [], "not a state_dict"),
+    ("weights-other-arch", weights({"backbone.weight": torch.zeros(3, 3)}), [],
+     "does not fit this architecture"),
+    ("trial-failed", lambda run: run, ["--trial", "1"], "failed (diverged)"),
+    ("trial-unknown", lambda run: run, ["--trial", "9"], "has no trial 9"),
+    ("trial-negative", lambda run: run, ["--trial", "-1"], "has no trial -1"),
+    ("rank-beyond", lambda run: run, ["--rank", "3"], "--rank 3 is out of range"),
+    ("shape-with-run", lambda run: run, ["--input-shape", "1,8,8"], "cannot be used with a run"),
+    ("weights-with-run", lambda run: run, ["--weights", "w.pt"], "cannot be used with a run"),
+]
+
+
+@pytest.mark.parametrize("damage, extra, expected", [c[1:] for c in EXPORT_CASES],
+                         ids=[c[0] for c in EXPORT_CASES])
+def test_damaged_run_for_export(sandbox, tmp_path, capsys, dataset, good_run, damage, extra,
+                                expected):
+    run = damaged_copy(good_run, tmp_path, damage)
+    assert expected in refused(capsys, ["export", run, "--out", "exported", *extra], dataset)
+    assert not Path("pwned").exists()
+
+
+def no_success(run: Path) -> Path:
+    return sql("UPDATE trial_user_attributes SET value_json = "
+               "replace(value_json, '\"status\": \"ok\"', '\"status\": \"failed\"') "
+               "WHERE key = 'outcome'")(run)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["evaluate", "{run}"], "no successful trial to evaluate"),
+    (["export", "{run}", "--out", "exported"], "has no successful trial to export"),
+], ids=["evaluate", "export"])
+def test_run_without_a_successful_trial(sandbox, tmp_path, capsys, dataset, good_run, argv,
+                                        expected):
+    run = damaged_copy(good_run, tmp_path, no_success)
+    assert expected in refused(capsys, [a.format(run=run) for a in argv], dataset)
+
+
+def test_report_into_a_file_is_refused(sandbox, tmp_path, capsys, good_run):
+    run = damaged_copy(good_run, tmp_path, lambda r: r)
+    Path("taken").write_text("a file\n")
+    assert "cannot write the report into taken" in refused(capsys, ["report", run, "--out",
+                                                                    "taken"], run)
+
+
+def test_report_of_a_run_whose_data_is_gone_notes_it(sandbox, tmp_path, capsys, good_run):
+    run = damaged_copy(good_run, tmp_path,
+                       config_edit(lambda t: t.replace("/toy", "/gone")))
+    assert main(["report", str(run), "--graphs", "0"]) == 0
+    assert "note: no data-flow graphs: the task's input shape is unknown" in \
+        capsys.readouterr().out
+
+
+def test_the_good_run_is_readable(sandbox, capsys, good_run):
+    """The damaged runs above fail because of their damage: the undamaged one exports."""
+    assert main(["export", str(good_run), "--format", "pytorch", "--out", "exported"]) == 0
+    assert "trial 2 of" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- real processes
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["config", "data", "run"])
+def test_a_real_process_prints_one_line_and_exits_2(sandbox, tmp_path, dataset, good_run, case):
+    """The same refusals from the installed command, in a process of its own (no capsys)."""
+    if case == "config":
+        argv = ["search", "--config", write_config("search.yaml", "search: {trials: 0}\n")]
+    elif case == "data":
+        root = damaged_copy(dataset, tmp_path, edit("train_x.npy", with_nan))
+        argv = ["tasks", "show", f"unseen:{root}"]
+    else:
+        argv = ["report", damaged_copy(good_run, tmp_path, truncate("trials.db", 0.5))]
+    before = tree(sandbox)
+    done = subprocess.run([sys.executable, "-m", "einspace", *map(str, argv)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(ERROR) and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert tree(sandbox) == before
