@@ -126,8 +126,12 @@ def prepare_run_dir(config: SearchConfig, run_dir: Path) -> None:
     if (run_dir / CONFIG_FILE).exists():
         raise ConfigError(f"{run_dir} already holds a search; continue it with "
                           f"`einspace search --resume {run_dir}` or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as e:
+        raise ConfigError(f"cannot make the run directory {run_dir}: {e.strerror} (--out "
+                          f"chooses another)") from None
 
 
 def read_run_config(run_dir: Path) -> SearchConfig:

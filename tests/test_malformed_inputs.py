@@ -572,6 +572,16 @@ def test_bad_unseen_nas_directory(sandbox, tmp_path, capsys, dataset, damage, ex
     assert not Path("pwned").exists()
 
 
+@pytest.mark.parametrize("out, expected", [
+    ("afile", "File exists"), ("afile/run", "Not a directory"), ("/proc/einspace-run", "No such"),
+], ids=["file", "under-a-file", "unwritable"])
+def test_search_into_an_impossible_run_directory(sandbox, capsys, dataset, out, expected):
+    Path("afile").write_text("a file\n")
+    message = refused(capsys, ["search", "--config", "quickstart", "--task", f"unseen:{dataset}",
+                               "--out", out], dataset)
+    assert f"cannot make the run directory {out}: {expected}" in message
+
+
 def test_unseen_nas_directory_is_shown(sandbox, capsys, dataset):
     assert main(["tasks", "show", f"unseen:{dataset}", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
