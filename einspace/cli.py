@@ -385,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a path the system refuses (too long, no permission, disk full)
+        where = f"{str(e.filename)[:200]}: " if e.filename else ""
+        print(f"einspace: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

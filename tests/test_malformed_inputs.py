@@ -82,6 +82,7 @@ def refused(capsys, argv: list, *watched: Path) -> str:
 # ----------------------------------------------------------------------------- CLI arguments
 
 SHAPE = ["--input-shape", "3,8,8"]
+LONG = "x" * 5000  # longer than any file name the system accepts
 CLI_CASES = [
     ([], "a command is required"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -169,6 +170,13 @@ CLI_CASES = [
     (["report", "nowhere"], "not a search run directory"),
     (["report", "nowhere", "--graphs", "-1"], "0 or more"),
     (["report", "nowhere", "--top-k", "0"], "must be at least 1"),
+    *[(argv, "File name too long") for argv in (
+        ["grammar", "--config", LONG], ["sample", *SHAPE, "--config", LONG],
+        ["search", "--config", LONG], ["search", "--resume", LONG], ["report", LONG],
+        ["inspect", "resnet18", *SHAPE, "--tree", f"{LONG}.png"], ["evaluate", LONG],
+        ["export", LONG, "--out", "o"],
+        ["export", "resnet18", *SHAPE, "--out", LONG], ["tasks", "show", f"unseen:{LONG}"],
+        ["inspect", "resnet18", *SHAPE, "--weights", LONG])],
 ]
 
 
