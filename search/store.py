@@ -222,6 +222,6 @@ def open_run_store(run_dir: str | Path, url: str | None = None) -> TrialStore:
         if not db.is_file():
             raise ConfigError(f"{run_dir}: no trial database (trials.db) in this directory")
         if db.stat().st_size == 0:  # SQLite would take it for a new, empty database
-            raise StoreError(f"the trial database {db} is empty (0 bytes)")
+            raise StoreError(f"the trial database {db} is empty (0 bytes): no einspace run in it")
         url = default_url(run_dir)
     return TrialStore(url, create=False)
