@@ -1,6 +1,6 @@
 """Bad input, widely: every malformed input below ends in one line ``einspace: error: ...`` on
-stderr and exit status 2, with no traceback, and writes nothing (the working directory, the task
-cache and any named run or data directory are unchanged afterwards).
+stderr and exit status 2, with no traceback, and writes nothing outside a run directory it was
+given: the working directory, the task cache and the data directories are unchanged afterwards.
 
 One parametrised table per input family, so ``pytest --collect-only`` shows how many there are:
 command-line arguments, space configs, search configs, architecture text, Unseen-NAS directories
@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from einspace.tasks.data import CLASSIFICATION, Split, TaskData
 from einspace.tasks.unseen_nas import write_unseen_nas
 
 ERROR = "einspace: error: "
+Damage = Callable[[Path], Path]  # changes a copy of a data or run directory, returns its path
 
 
 def tree(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -421,7 +423,7 @@ def write_dataset(root: Path, shape=(1, 8, 8), classes: int = 3) -> Path:
                                            num_classes=classes, metadata={"lr": 0.01}))
 
 
-def put(name: str, value) -> callable:
+def put(name: str, value) -> Damage:
     """A damage: replace one file with an array, text or bytes."""
     def damage(root: Path) -> Path:
         path = root / name
@@ -433,7 +435,7 @@ def put(name: str, value) -> callable:
     return damage
 
 
-def edit(name: str, change) -> callable:
+def edit(name: str, change) -> Damage:
     """A damage: load one array, change it, save it back."""
     def damage(root: Path) -> Path:
         arr = np.load(root / name)
@@ -442,7 +444,7 @@ def edit(name: str, change) -> callable:
     return damage
 
 
-def meta(**keys) -> callable:
+def meta(**keys) -> Damage:
     def damage(root: Path) -> Path:
         data = json.loads((root / "metadata").read_text())
         (root / "metadata").write_text(json.dumps({**data, **keys}))
@@ -450,14 +452,14 @@ def meta(**keys) -> callable:
     return damage
 
 
-def remove(name: str) -> callable:
+def remove(name: str) -> Damage:
     def damage(root: Path) -> Path:
         (root / name).unlink()
         return root
     return damage
 
 
-def truncate(name: str, keep: float) -> callable:
+def truncate(name: str, keep: float) -> Damage:
     def damage(root: Path) -> Path:
         data = (root / name).read_bytes()
         (root / name).write_bytes(data[:int(len(data) * keep)])
@@ -465,7 +467,7 @@ def truncate(name: str, keep: float) -> callable:
     return damage
 
 
-def empty(split: str) -> callable:
+def empty(split: str) -> Damage:
     def damage(root: Path) -> Path:
         for part in ("x", "y"):
             edit(f"{split}_{part}.npy", lambda a: a[:0])(root)
@@ -487,7 +489,7 @@ def regression(root: Path) -> Path:
     return meta(task_type="regression", num_classes=None)(root)
 
 
-def renamed(name: str, damage=None) -> callable:
+def renamed(name: str, damage=None) -> Damage:
     """The dataset under another directory name (known datasets are checked by name)."""
     def move(root: Path) -> Path:
         target = root.parent / name
@@ -636,7 +638,7 @@ def good_run(tmp_path_factory, dataset) -> Path:
     return run
 
 
-def sql(statement: str) -> callable:
+def sql(statement: str) -> Damage:
     """A damage: one SQL statement run on the trial database."""
     def damage(run: Path) -> Path:
         with sqlite3.connect(run / "trials.db") as db:
@@ -648,12 +650,12 @@ def sql(statement: str) -> callable:
 def foreign_study(run: Path) -> Path:
     """The database of another program's Optuna study."""
     (run / "trials.db").unlink()
-    TrialStore(default_url(run)).study.study_name  # noqa: B018 (creates the file)
+    TrialStore(default_url(run))  # a fresh database with an empty einspace study
     sql("UPDATE studies SET study_name = 'someone-else'")(run)
     return run
 
 
-def config_edit(change) -> callable:
+def config_edit(change) -> Damage:
     def damage(run: Path) -> Path:
         path = run / "config.yaml"
         path.write_text(change(path.read_text()))
@@ -724,7 +726,7 @@ def test_damaged_run_directory(sandbox, tmp_path, capsys, dataset, good_run, dam
     assert expected in refused(capsys, argv, dataset)  # the run itself may be written
 
 
-def weights(content) -> callable:
+def weights(content) -> Damage:
     def damage(run: Path) -> Path:
         path = run / "weights" / "trial-2.pt"
         if isinstance(content, bytes):
