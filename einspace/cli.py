@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -74,11 +75,13 @@ def load_arch(spec: str):
     if spec.lstrip().startswith("("):
         return parse(spec)
     path = Path(spec)
-    if path.is_file():
+    if os.path.isfile(spec):  # unlike Path.is_file, False for a name too long to be a file
         try:
-            return parse(strip_comments(path.read_text()))
+            return parse(strip_comments(path.read_text(encoding="utf-8")))
         except EinspaceError as e:
             raise EinspaceError(f"{path}: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise EinspaceError(f"{path}: cannot be read as architecture text ({e})") from None
     if spec in seed_names():
         return load_seed(spec)
     raise EinspaceError(f"{spec!r} is neither architecture text, an existing file, nor a seed "
@@ -219,7 +222,7 @@ def papers_table(rows: list[dict]) -> str:
 
 def cmd_tasks(args) -> None:
     from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-    from einspace.tasks.registry import build_task, get_task, list_tasks
+    from einspace.tasks.registry import build_task, list_tasks, task_summary
 
     if args.tasks_command == "list":
         for spec in list_tasks():
@@ -231,12 +234,14 @@ def cmd_tasks(args) -> None:
                 print(f"{spec.name:18s} {shape:10s} -> {str(out):8s} {spec.metric:16s} "
                       f"{spec.description}")
     elif args.tasks_command == "show":
-        info = get_task(args.name).summary()
+        info = task_summary(args.name)
         if args.json:
             print(json.dumps(info))
         else:
             for key, value in info.items():
-                print(f"{key:12s} {value}")
+                if isinstance(value, dict):
+                    value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+                print(f"{key:16s} {value}")
     elif args.tasks_command == "baseline":
         cmd_tasks_baseline(args)
     else:
@@ -354,8 +359,9 @@ def make_parser() -> argparse.ArgumentParser:
                              required=True)
     q = tasks.add_parser("list", help="every built-in task")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
-    q = tasks.add_parser("show", help="one task's specification")
-    q.add_argument("name")
+    q = tasks.add_parser("show", help="one task's specification, or what an unseen:DIR "
+                         "holds")
+    q.add_argument("name", help="a built-in task or unseen:/path/to/dir")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q = tasks.add_parser("build", help="generate a task into the cache (or --root)")
     q.add_argument("name")
@@ -408,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a path the system refuses (too long, no permission, disk full)
+        where = f"{str(e.filename)[:200]}: " if e.filename else ""
+        print(f"einspace: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("einspace: interrupted", file=sys.stderr)
         return 130

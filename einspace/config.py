@@ -51,9 +51,12 @@ def read_yaml(path: str | Path) -> dict:
     if not file.is_file():
         raise ConfigError(f"config file {str(file)!r} does not exist")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: not valid UTF-8 text ({e.reason} at byte {e.start})") \
+            from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of sections")
     return data
@@ -73,17 +76,39 @@ def space_config(data: dict | None = None, base_dir: Path | None = None) -> Spac
                 raise ConfigError(f"unknown key {section}.{key}; valid keys: "
                                   f"{', '.join(sorted(SECTIONS[section]))}")
     grammar_cfg = dict(data.get("grammar", {}))
+    _check_grammar_types(grammar_cfg)
     file = grammar_cfg.pop("file", None)
     if file is not None and base_dir is not None and not Path(file).is_absolute():
         file = base_dir / file
     disable = grammar_cfg.get("disable", [])
-    if not isinstance(disable, list):
-        raise ConfigError("grammar.disable must be a list of terminal names")
     grammar = load_grammar(file, terminal_set=grammar_cfg.get("terminal_set", "einspace"),
                            family_weights=grammar_cfg.get("family_weights"),
                            probabilities=grammar_cfg.get("probabilities"),
                            disable=disable, add=grammar_cfg.get("add"))
     return SpaceConfig(grammar, Budget(**data.get("budget", {})))
+
+
+def _check_grammar_types(cfg: dict) -> None:
+    """The shapes of the grammar section's values; the grammar itself checks the names and
+    numbers inside them (a string where a list belongs would be read letter by letter)."""
+    def names(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    if cfg.get("file") is not None and not isinstance(cfg["file"], str):
+        raise ConfigError(f"grammar.file must be a path, got {cfg['file']!r}")
+    if not names(cfg.get("disable", [])):
+        raise ConfigError("grammar.disable must be a list of terminal names")
+    for key, inner in (("family_weights", None), ("probabilities", dict), ("add", list)):
+        value = cfg.get(key) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"grammar.{key} must be a mapping, got {value!r}")
+        for name, item in value.items():
+            if inner is dict and not isinstance(item, dict):
+                raise ConfigError(f"grammar.probabilities.{name} must be a mapping of "
+                                  f"alternatives to probabilities, got {item!r}")
+            if inner is list and not names(item):
+                raise ConfigError(f"grammar.add.{name} must be a list of terminal names, got "
+                                  f"{item!r}")
 
 
 def load_space_config(path: str | Path | None) -> SpaceConfig:

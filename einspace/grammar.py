@@ -102,7 +102,11 @@ def load_grammar(path: str | Path | None = None, *, terminal_set: str | list[str
         file = Path(path)
         if not file.is_file():
             raise GrammarError(f"grammar file {str(file)!r} does not exist")
-        text, source = file.read_text(), str(file)
+        try:
+            text, source = file.read_text(encoding="utf-8"), str(file)
+        except (OSError, UnicodeDecodeError) as e:
+            raise GrammarError(f"grammar file {str(file)!r} cannot be read as text ({e})") \
+                from None
     try:
         pcfg = nltk.PCFG.fromstring(text)
     except ValueError as e:
@@ -186,7 +190,8 @@ def _weigh_families(rules: dict[str, list[list]], family_weights: dict[str, floa
         raise GrammarError(f"family_weights: unknown families {', '.join(unknown)} (known: "
                            f"{', '.join(sorted(set(families.values())))})")
     for name, weight in family_weights.items():
-        if not isinstance(weight, (int, float)) or weight < 0:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not math.isfinite(weight) or weight < 0:
             raise GrammarError(f"family_weights.{name}: {weight!r} is not a number >= 0")
     for alternatives in rules.values():
         if all(len(rhs) == 1 and isinstance(rhs[0], str) for rhs, _ in alternatives):

@@ -41,14 +41,17 @@ override some of its keys.  Every key has a default; unknown keys and bad values
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from einspace.config import SpaceConfig, read_yaml, space_config
-from einspace.errors import ConfigError
+from einspace.errors import ConfigError, EinspaceError
 from einspace.memory import parse_bytes
+from einspace.seeds import seed_names
 from einspace.tasks.recipe import Recipe
+from einspace.text import parse
 
 STRATEGIES = ("evolution", "random", "optuna")
 ORDERINGS = ("deterministic", "asynchronous")
@@ -105,7 +108,8 @@ def parse_duration(value) -> float | None:
     """Seconds from ``3600``, ``"90s"``, ``"30m"``, ``"2h"`` (None stays None)."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+            and math.isfinite(value):
         return float(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
     if not match or float(match.group(1)) <= 0:
@@ -217,6 +221,11 @@ def _check(raw: dict) -> None:
     if not isinstance(raw["task"]["name"], str) or not raw["task"]["name"]:
         raise ConfigError(f"task.name must be a task name or unseen:/path, "
                           f"got {raw['task']['name']!r}")
+    for name, value, what in (("task.root", raw["task"]["root"], "a path"),
+                              ("search.storage", s["storage"], "a database URL"),
+                              ("search.address", s["address"], "a host:port address")):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be {what} (or null), got {value!r}")
     for key, minimum in (("trials", 1), ("workers", 1), ("retries", 0), ("grace_epochs", 1),
                          ("keep_weights", 0)):
         if s[key] is None and key == "trials":
@@ -255,10 +264,26 @@ def _check(raw: dict) -> None:
         e["seeds"] = []
     if not isinstance(e["seeds"], list) or not all(isinstance(x, str) for x in e["seeds"]):
         raise ConfigError("evolution.seeds must be a list of seed names or derivation texts")
+    _check_seeds(e["seeds"])
     f = raw["final"]
     _integer("final.top_k", f["top_k"], 0)
     if f["epochs"] is not None:
         _integer("final.epochs", f["epochs"], 1)
+
+
+def _check_seeds(specs: list[str]) -> None:
+    """Each seed is a shipped seed's name or derivation text that parses, found before the
+    task is loaded (whether it fits the task's input shape is checked once that is known)."""
+    for k, spec in enumerate(specs):
+        if spec in seed_names():
+            continue
+        if not spec.lstrip().startswith("("):
+            raise ConfigError(f"evolution.seeds[{k}] = {spec!r} is neither a shipped seed "
+                              f"({', '.join(seed_names())}) nor derivation text")
+        try:
+            parse(spec)
+        except EinspaceError as e:
+            raise ConfigError(f"evolution.seeds[{k}]: {e}") from None
 
 
 def _choice(name: str, value, choices: tuple[str, ...]) -> None:
@@ -272,7 +297,8 @@ def _integer(name: str, value, minimum: int) -> None:
 
 
 def _number(name: str, value, minimum: float, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum \
-            or (strict and value == minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
-        raise ConfigError(f"{name} must be a number {relation} {minimum:g}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number {relation} {minimum:g}, got "
+                          f"{value!r}")

@@ -57,14 +57,22 @@ from .cluster import check_address, start_ray
 from .config import SearchConfig, resolve
 from .evolution import RegularisedEvolution
 from .faults import describe, is_memory_kill, killed_actor
-from .final import final_evaluation, previous_final
+from .final import final_candidates, final_evaluation, previous_final
 from .loop import DONE, WAIT, LoopTrial, SearchLoop
 from .optuna_strategy import OptunaStrategy
 from .outputs import write_outputs
 from .progress import Progress
 from .random_search import RandomSearch
 from .resources import MemoryScreen, derived_max_activations, resolve_memory_budget, trial_resources
-from .store import INTERRUPTED, LOST, WRITE_FAILED, StoreError, TrialStore, default_url
+from .store import (
+    INTERRUPTED,
+    LOST,
+    WRITE_FAILED,
+    StoreError,
+    TrialStore,
+    default_url,
+    open_run_store,
+)
 from .strategy import FAILED, OK, REJECTED, STOPPED, Outcome, Strategy
 from .trial import ModelWrapper, run_trial
 from .weights import KeeperSpec
@@ -154,8 +162,26 @@ def prepare_run_dir(config: SearchConfig, run_dir: Path) -> None:
                               f"`einspace search --resume {run_dir}` or choose another --out")
         (run_dir / "trials.db").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tune", ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot make the run directory {run_dir}: {e.strerror} (--out "
+                          f"chooses another)") from None
+
+
+def check_run_store(run_dir: Path, config: SearchConfig) -> None:
+    """Before a resume loads anything: the run's database must be readable.  A run killed
+    before its first trial has none yet and resumes from nothing; one whose outputs show
+    trials but whose database is gone is refused (it would silently start over)."""
+    if config.search["storage"] is None and not (run_dir / "trials.db").exists():
+        if not any((run_dir / name).exists() for name in ("leaderboard.csv", "summary.json",
+                                                           "weights", "best.arch")):
+            return
+    open_run_store(run_dir, config.search["storage"]).latest()
 
 
 def recorded_trials(run_dir: Path) -> int:
@@ -188,9 +214,16 @@ def read_run_config(run_dir: Path) -> SearchConfig:
                               f"`einspace search` command again with --out {run_dir}")
         raise ConfigError(f"{run_dir} is not a search run directory (no {CONFIG_FILE})")
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: not valid UTF-8 text ({e.reason} at byte {e.start})") \
+            from None
+    if not data:  # resolving nothing would silently give the defaults' task and budget
+        raise ConfigError(f"{file} is empty; it should hold the run's resolved config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the resolved config must be a mapping of sections")
     return resolve(data)
 
 
@@ -472,15 +505,16 @@ def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool
     cluster); ``wrap_model`` is a fault-injection hook for tests (see
     :mod:`einspace.search.trial`)."""
     run_dir = Path(run_dir)
-    if resume:
+    if resume:  # a missing or damaged database stops here, not after a new one was made
         config = read_run_config(run_dir)
+        check_run_store(run_dir, config)
     address = address or config.search["address"]
     check_address(address)
     data = load_search_task(config)
     recipe = search_recipe(config)
     started_ray = start_ray(address)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(run_dir)
         with run_lock(run_dir):
             if not resume:
                 config = settle_resources(config, recipe, data)
@@ -632,10 +666,11 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
     section unless ``top_k``/``epochs`` are given)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    store = TrialStore(store_url(config, run_dir), create=False)
+    store = open_run_store(run_dir, config.search["storage"])
     data = load_search_task(config)
     final_cfg = config.raw["final"]
     search = config.search
+    final_candidates(run_dir, store, top_k or final_cfg["top_k"] or 1)  # before Ray starts
     progress = Progress(None, None, quiet=quiet)
     address = address or search["address"]
     check_address(address)

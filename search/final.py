@@ -19,7 +19,7 @@ from einspace.tasks.recipe import Recipe
 
 from .faults import describe
 from .outputs import ranked
-from .store import TrialStore
+from .store import StoredTrial, TrialStore
 from .strategy import OK
 from .trial import trial_seed
 
@@ -55,15 +55,22 @@ def previous_final(store: TrialStore, top_k: int) -> list[dict] | None:
     return None
 
 
+def final_candidates(run_dir: Path, store: TrialStore, top_k: int) -> list[StoredTrial]:
+    """The ``top_k`` best successful trials; a ConfigError when there is none (raised before
+    any retraining is set up)."""
+    candidates = [t for t in ranked(store.latest()) if t.status == OK][:top_k]
+    if not candidates:
+        raise ConfigError(f"{run_dir}: no successful trial to evaluate")
+    return candidates
+
+
 def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: Recipe, *,
                      top_k: int, epochs: int | None, seed: int, cpus: float, gpus: float,
                      log=print) -> list[dict]:
     """Retrain the ``top_k`` best finished trials; needs Ray to be initialised."""
     import ray
 
-    candidates = [t for t in ranked(store.latest()) if t.status == OK][:top_k]
-    if not candidates:
-        raise ConfigError(f"{run_dir}: no successful trial to evaluate")
+    candidates = final_candidates(run_dir, store, top_k)
     final_data = data.for_final()
     final_recipe = recipe.for_final()
     if epochs is not None:

@@ -198,13 +198,19 @@ class TrialStore:
 
     def trials(self) -> list[StoredTrial]:
         """Every recorded attempt, in attempt order."""
+        try:
+            stored = self.study.get_trials(deepcopy=False)
+        except Exception as e:  # SQLAlchemy's errors for a damaged file, JSON's for its values
+            raise StoreError(f"cannot read the trial database {self.url}: "
+                             f"{str(e).splitlines()[0]}") from None
         out = []
-        for t in self.study.get_trials(deepcopy=False):
+        for t in stored:
             record = t.user_attrs.get(RECORD)
             if record is None:
                 continue
             try:
                 derivation = parse(record["derivation"])
+                index = record["index"]
             except (EinspaceError, KeyError, TypeError) as e:
                 raise StoreError(f"{self.url}: trial {t.number} holds an unreadable "
                                  f"record: {e}") from None
@@ -214,7 +220,7 @@ class TrialStore:
             proposal = {k: v for k, v in record.items()
                         if k not in ("index", "hash", "derivation", "origin")}
             out.append(StoredTrial(
-                number=t.number, index=record["index"], derivation=derivation,
+                number=t.number, index=index, derivation=derivation,
                 origin=record.get("origin", ""), proposal=proposal,
                 status=outcome.get("status"), score=outcome.get("score"),
                 reason=outcome.get("reason", ""), result=outcome.get("result") or {},
@@ -245,5 +251,7 @@ def open_run_store(run_dir: str | Path, url: str | None = None) -> TrialStore:
         db = Path(run_dir) / "trials.db"
         if not db.is_file():
             raise ConfigError(f"{run_dir}: no trial database (trials.db) in this directory")
+        if db.stat().st_size == 0:  # SQLite would take it for a new, empty database
+            raise StoreError(f"the trial database {db} is empty (0 bytes): no einspace run in it")
         url = default_url(run_dir)
     return TrialStore(url, create=False)

@@ -46,6 +46,18 @@ class TaskData:
     def split(self, name: str) -> Split:
         return self.splits[name]
 
+    def summary(self) -> dict:
+        """What ``einspace tasks show`` prints for a data directory: shapes, classes, split sizes
+        (a withheld test target is named) and the normalised metadata, all JSON-serialisable."""
+        return {"name": self.name, "input_shape": list(self.input_shape),
+                "task_type": self.task_type, "num_classes": self.num_classes,
+                "target_shape": list(self.target_shape) if self.target_shape else None,
+                "splits": {name: len(split) for name, split in self.splits.items()},
+                "withheld_targets": [name for name, split in self.splits.items()
+                                     if split.y is None],
+                "metadata": {k: list(v) if isinstance(v, tuple) else v
+                             for k, v in self.metadata.items()}}
+
     def for_final(self) -> TaskData:
         """The view of the final evaluation (the einspace protocol): ``train`` is train + valid
         concatenated, ``valid`` is the test split, so ``train(..., data.for_final())`` retrains

@@ -86,6 +86,14 @@ def get_task(name: str) -> TaskSpec:
                         f"unseen:/path/to/dir)") from None
 
 
+def task_summary(spec: str) -> dict:
+    """A built-in task's specification, or what an ``unseen:/path`` directory holds (read and
+    validated by the loader, arrays memory-mapped)."""
+    if spec.startswith("unseen:"):
+        return {**task_from_spec(spec).summary(), "source": spec}
+    return get_task(spec).summary()
+
+
 def default_root() -> Path:
     """Where built tasks are cached: ``$EINSPACE_CACHE/tasks`` or ``~/.cache/einspace/tasks``."""
     base = os.environ.get("EINSPACE_CACHE") or Path.home() / ".cache" / "einspace"

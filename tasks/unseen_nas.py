@@ -141,6 +141,26 @@ def _read_x(path: Path, mmap: bool) -> np.ndarray:
     return x
 
 
+def _check_inputs(path: Path, x: np.ndarray) -> None:
+    """A split has samples and finite inputs: one NaN in the data turns every candidate's loss
+    into NaN, so the whole search would fail trial by trial instead of once, here.  Checked in
+    chunks of rows so that a memory-mapped set is read once and never held whole."""
+    if len(x) == 0:
+        raise DataFormatError(f"{path}: no samples (an empty split can be neither trained on nor "
+                              "scored)")
+    if x.dtype.kind != "f":
+        return
+    rows = max(1, (64 << 20) // max(1, x[0].nbytes))
+    for start in range(0, len(x), rows):
+        finite = np.isfinite(x[start:start + rows])
+        if not finite.all():
+            index = np.unravel_index(np.argmin(finite), finite.shape)
+            what = "NaN" if np.isnan(x[start:start + rows][index]) else "infinity"
+            where = (start + int(index[0]), *map(int, index[1:]))
+            raise DataFormatError(f"{path}: inputs contain {what} (first at index {where}); "
+                                  "inputs must be finite")
+
+
 # ----------------------------------------------------------------------------- labels
 
 
@@ -381,6 +401,8 @@ def load_unseen_nas(
 
     xs = {s: _read_x(root / _npy_name(s, "x"), mmap) for s in SPLITS}
     shape = _common_shape(root, xs, "x")
+    for s in SPLITS:
+        _check_inputs(root / _npy_name(s, "x"), xs[s])
     _check_meta_shape(where, meta, shape)
     ys = _read_targets(root, task_type, mmap)
     _check_lengths(root, xs, ys)

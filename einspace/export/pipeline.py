@@ -69,8 +69,8 @@ def export(candidate: Candidate, formats, out_dir: str | Path, *, force: bool = 
     if unknown:
         raise ExportError(f"unknown format(s) {', '.join(unknown)}; choose from "
                           f"{', '.join(FORMATS)}")
+    network, places = candidate.network()  # weights that do not fit fail before --out is made
     out = prepare(out_dir, force)
-    network, places = candidate.network()
     x, reference = sample_batch(network, candidate.input_shape)
     writers = {
         "torchscript": lambda: export_torchscript(network, x, out, places),
