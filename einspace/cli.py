@@ -3,6 +3,9 @@ export, report.
 
 Every input error (bad architecture text, impossible shape, unknown seed, bad config, bad
 arguments) ends with a one-line ``einspace: error: ...`` on stderr and exit status 2.
+
+Each command imports what it needs when it runs (the terminals import torch, the grammar nltk,
+the search Ray and Optuna), so ``einspace --help`` and ``einspace COMMAND --help`` answer at once.
 """
 
 from __future__ import annotations
@@ -13,17 +16,11 @@ import random
 import sys
 from pathlib import Path
 
-from einspace.blocks.registry import terminals
-from einspace.blocks.seed_papers import PRIMITIVE_PAPERS
-from einspace.tasks.baseline import DEFAULT_RESULTS
-
-from .analysis import annotate
-from .config import load_space_config
 from .errors import EinspaceError
-from .heads import head_cost
-from .inspect import dataflow_graph, human, render_tree, shape_str, summary, write_graph
-from .seeds import load_seed, seed_names, strip_comments
-from .text import parse
+
+BASELINE_RESULTS = "results/baselines.jsonl"
+"""Where ``tasks baseline`` appends its records unless ``--out`` says otherwise (the default of
+:func:`einspace.tasks.baseline.append_record`, written out here so ``--help`` needs no torch)."""
 
 
 class UsageError(EinspaceError):
@@ -71,6 +68,9 @@ def positive_float(text: str) -> float:
 
 def load_arch(spec: str):
     """Derivation text, a file holding it, or a shipped seed's name."""
+    from .seeds import load_seed, seed_names, strip_comments
+    from .text import parse
+
     if spec.lstrip().startswith("("):
         return parse(spec)
     path = Path(spec)
@@ -86,6 +86,10 @@ def load_arch(spec: str):
 
 
 def cmd_sample(args) -> None:
+    from .analysis import annotate
+    from .config import load_space_config
+    from .inspect import human, shape_str
+
     space = load_space_config(args.config)
     sampler = space.sampler()
     for i in range(args.n):
@@ -103,6 +107,9 @@ def cmd_sample(args) -> None:
 
 
 def _describe(annotation, num_classes: int | None) -> dict:
+    from .heads import head_cost
+    from .inspect import summary
+
     info = summary(annotation)
     if num_classes:
         head = head_cost(annotation.output_shape, num_classes, None)
@@ -112,6 +119,9 @@ def _describe(annotation, num_classes: int | None) -> dict:
 
 
 def cmd_inspect(args) -> None:
+    from .analysis import annotate
+    from .inspect import dataflow_graph, render_tree, shape_str, write_graph
+
     derivation = load_arch(args.arch)
     annotation = annotate(derivation, args.input_shape)
     info = _describe(annotation, args.num_classes)
@@ -155,6 +165,8 @@ def cmd_report(args) -> None:
 
 
 def cmd_seeds(args) -> None:
+    from .seeds import load_seed, seed_names
+
     for name in seed_names():
         derivation = load_seed(name)
         if args.json:
@@ -165,6 +177,8 @@ def cmd_seeds(args) -> None:
 
 
 def cmd_terminals(args) -> None:
+    from einspace.blocks.registry import terminals
+
     rows = [{"name": t.name, "kind": t.kind.value, "modes": sorted(t.modes),
              "family": t.family, "paper": t.paper, "seed_papers": list(t.seed_papers),
              "category": t.category,
@@ -186,6 +200,8 @@ def cmd_terminals(args) -> None:
 
 def papers_table(rows: list[dict]) -> str:
     """Markdown table: seed paper -> its terminals with kind and modes (the README's table)."""
+    from einspace.blocks.seed_papers import PRIMITIVE_PAPERS
+
     by_paper: dict[int, list[dict]] = {number: [] for number in PRIMITIVE_PAPERS}
     for r in rows:
         for number in r["seed_papers"]:
@@ -204,6 +220,8 @@ def papers_table(rows: list[dict]) -> str:
 def cmd_tasks(args) -> None:
     from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
     from einspace.tasks.registry import build_task, get_task, list_tasks
+
+    from .inspect import shape_str
 
     if args.tasks_command == "list":
         for spec in list_tasks():
@@ -237,6 +255,8 @@ def cmd_tasks_baseline(args) -> None:
     A run that fails to train is recorded, then reported as an error."""
     from einspace.tasks.baseline import append_record, run_baseline
     from einspace.tasks.registry import get_task
+
+    from .seeds import seed_names
 
     if not args.name.startswith("unseen:"):
         get_task(args.name)  # an unknown name fails before the architecture is parsed
@@ -273,6 +293,8 @@ def cmd_tasks_baseline(args) -> None:
 
 
 def cmd_grammar(args) -> None:
+    from .config import load_space_config
+
     print(load_space_config(args.config).grammar.to_text(), end="")
 
 
@@ -348,8 +370,8 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", choices=["small", "default"], default="default",
                    help="task size of a built-in task (default: default)")
     q.add_argument("--root", help="where built-in tasks are built (default: the einspace cache)")
-    q.add_argument("--out", default=str(DEFAULT_RESULTS),
-                   help=f"JSON-lines file the record is appended to (default {DEFAULT_RESULTS})")
+    q.add_argument("--out", default=BASELINE_RESULTS,
+                   help=f"JSON-lines file the record is appended to (default {BASELINE_RESULTS})")
     q.add_argument("--json", action="store_true", help="print the record as one JSON object")
     p.set_defaults(run=cmd_tasks)
 
