@@ -120,14 +120,15 @@ def _describe(annotation, num_classes: int | None) -> dict:
 
 def cmd_inspect(args) -> None:
     from .analysis import annotate
-    from .inspect import dataflow_graph, render_tree, shape_str, write_graph
+    from .dataflow_picture import write_dataflow
+    from .inspect import render_tree, shape_str
 
     derivation = load_arch(args.arch)
     annotation = annotate(derivation, args.input_shape)
     info = _describe(annotation, args.num_classes)
     if args.graph:
         try:
-            write_graph(dataflow_graph(annotation), args.graph)
+            write_dataflow(annotation, args.graph)
         except OSError as e:
             raise EinspaceError(f"cannot write graph {args.graph}: {e.strerror}") from None
         info["graph"] = str(args.graph)
@@ -316,7 +317,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", help="derivation text, a file holding it, or a seed name")
     p.add_argument("--input-shape", type=input_shape, required=True, help="C,H,W or N,D")
     p.add_argument("--num-classes", type=positive_int, help="count a classification head too")
-    p.add_argument("--graph", help="write the data-flow graph (.png, .dot or .graphml)")
+    p.add_argument("--graph", help="write the data-flow graph: a picture (.png, .svg) or "
+                   "its data (.dot, .graphml)")
     p.add_argument("--tree", help="write the derivation tree (.png, .dot or .graphml)")
     p.add_argument("--weights", metavar="FILE", help="a trained state_dict (RUN/weights/"
                    "trial-N.pt): show its parameters and L2 norm per node")
