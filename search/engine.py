@@ -195,6 +195,7 @@ class SearchDriver:
             seen.clear()  # a retried attempt starts over
         seen.append({k: result[k] for k in ("epoch", "train_loss", "score", "seconds")})
         self.store.epoch(self.attempts[trial_id][1], result["epoch"], result["score"])
+        self.progress.epoch(self.attempts[trial_id][0], result["epoch"], result["score"])
 
     def on_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if trial_id not in self.attempts:
@@ -347,7 +348,7 @@ def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool
     with run_lock(run_dir):
         store = TrialStore(store_url(config, run_dir))
         loop = _restore_loop(config, store, strategy, resume)
-        progress = Progress(search["trials"], search["time"], quiet=quiet)
+        progress = Progress(search["trials"], search["time"], quiet=quiet, epochs=recipe.epochs)
         progress.restored(loop)
         driver = SearchDriver(config, run_dir, loop, store, data, progress,
                               elapsed_before=store.run("elapsed", 0.0) if resume else 0.0)
@@ -367,7 +368,7 @@ def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool
                     run_dir, store, data, recipe, top_k=config.raw["final"]["top_k"],
                     epochs=config.raw["final"]["epochs"], seed=config.seed,
                     cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"],
-                    log=progress.log)
+                    log=progress.log, progress=progress)
         finally:
             if started_ray:
                 import ray
@@ -430,7 +431,7 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
                                 top_k=top_k or final_cfg["top_k"] or 1,
                                 epochs=epochs or final_cfg["epochs"], seed=config.seed,
                                 cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"],
-                                log=progress.log)
+                                log=progress.log, progress=progress)
     finally:
         if started_ray:
             import ray
