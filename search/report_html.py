@@ -23,7 +23,7 @@ td.arch { text-align: left; font-family: monospace; font-size: 11px; max-width: 
           overflow-wrap: anywhere; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 .graphs { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
-.graphs figure { flex: 0 1 auto; max-width: 24em; } .graphs figure img { width: 100%; }
+.graphs figure { flex: 0 1 auto; max-width: 100%; }
 figcaption { font-size: 12px; color: #555; }
 .grid { display: flex; flex-wrap: wrap; gap: 1em; } .grid figure { flex: 1 1 30em; }
 .note { color: #a40; }
