@@ -187,7 +187,7 @@ def _draw_graphviz(graph: nx.DiGraph, path: Path, fmt: str) -> None:
     def container(groups: tuple) -> pydot.Subgraph:
         if groups not in clusters:
             outer = container(groups[:-1])
-            split, copies = groups[-1]
+            _, copies = groups[-1]
             cluster = pydot.Cluster(f"repeat{len(clusters)}", label=f"×{copies}",
                                     labeljust="r", style="rounded,dashed", color="#888888",
                                     fontname="Helvetica", fontsize="10")
