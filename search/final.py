@@ -87,7 +87,7 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
     log(f"final evaluation: retraining {len(candidates)} candidate(s) on train+valid for "
         f"{final_recipe.epochs} epochs, scoring test")
     queue = None
-    if progress is not None:
+    if progress is not None and not progress.quiet:  # no queue actor when nothing is shown
         from ray.util.queue import Queue
 
         queue = Queue(actor_options={"num_cpus": 0})
