@@ -3,6 +3,9 @@ evaluate, export, report.
 
 Every input error (bad architecture text, impossible shape, unknown seed, bad config, bad
 arguments) ends with a one-line ``einspace: error: ...`` on stderr and exit status 2.
+
+Each command imports what it needs when it runs (the terminals import torch, the grammar nltk,
+the search Ray and Optuna), so ``einspace --help`` and ``einspace COMMAND --help`` answer at once.
 """
 
 from __future__ import annotations
@@ -14,17 +17,11 @@ import random
 import sys
 from pathlib import Path
 
-from einspace.blocks.registry import terminals
-from einspace.blocks.seed_papers import PRIMITIVE_PAPERS
-from einspace.tasks.baseline import DEFAULT_RESULTS
-
-from .analysis import annotate
-from .config import load_space_config
 from .errors import EinspaceError
-from .heads import head_cost
-from .inspect import dataflow_graph, human, render_tree, shape_str, summary, write_graph
-from .seeds import load_seed, seed_names, strip_comments
-from .text import parse
+
+BASELINE_RESULTS = "results/baselines.jsonl"
+"""Where ``tasks baseline`` appends its records unless ``--out`` says otherwise (the default of
+:func:`einspace.tasks.baseline.append_record`, written out here so ``--help`` needs no torch)."""
 
 
 class UsageError(EinspaceError):
@@ -72,6 +69,9 @@ def positive_float(text: str) -> float:
 
 def load_arch(spec: str):
     """Derivation text, a file holding it, or a shipped seed's name."""
+    from .seeds import load_seed, seed_names, strip_comments
+    from .text import parse
+
     if spec.lstrip().startswith("("):
         return parse(spec)
     path = Path(spec)
@@ -89,6 +89,10 @@ def load_arch(spec: str):
 
 
 def cmd_sample(args) -> None:
+    from .analysis import annotate
+    from .config import load_space_config
+    from .inspect import human, shape_str
+
     space = load_space_config(args.config)
     sampler = space.sampler()
     for i in range(args.n):
@@ -106,6 +110,9 @@ def cmd_sample(args) -> None:
 
 
 def _describe(annotation, num_classes: int | None) -> dict:
+    from .heads import head_cost
+    from .inspect import summary
+
     info = summary(annotation)
     if num_classes:
         head = head_cost(annotation.output_shape, num_classes, None)
@@ -115,12 +122,16 @@ def _describe(annotation, num_classes: int | None) -> dict:
 
 
 def cmd_inspect(args) -> None:
+    from .analysis import annotate
+    from .dataflow_picture import write_dataflow
+    from .inspect import render_tree, shape_str
+
     derivation = load_arch(args.arch)
     annotation = annotate(derivation, args.input_shape)
     info = _describe(annotation, args.num_classes)
     if args.graph:
         try:
-            write_graph(dataflow_graph(annotation), args.graph)
+            write_dataflow(annotation, args.graph)
         except OSError as e:
             raise EinspaceError(f"cannot write graph {args.graph}: {e.strerror}") from None
         info["graph"] = str(args.graph)
@@ -174,6 +185,8 @@ def cmd_report(args) -> None:
 
 
 def cmd_seeds(args) -> None:
+    from .seeds import load_seed, seed_names
+
     for name in seed_names():
         derivation = load_seed(name)
         if args.json:
@@ -184,6 +197,8 @@ def cmd_seeds(args) -> None:
 
 
 def cmd_terminals(args) -> None:
+    from einspace.blocks.registry import terminals
+
     rows = [{"name": t.name, "kind": t.kind.value, "modes": sorted(t.modes),
              "family": t.family, "paper": t.paper, "seed_papers": list(t.seed_papers),
              "category": t.category,
@@ -205,6 +220,8 @@ def cmd_terminals(args) -> None:
 
 def papers_table(rows: list[dict]) -> str:
     """Markdown table: seed paper -> its terminals with kind and modes (the README's table)."""
+    from einspace.blocks.seed_papers import PRIMITIVE_PAPERS
+
     by_paper: dict[int, list[dict]] = {number: [] for number in PRIMITIVE_PAPERS}
     for r in rows:
         for number in r["seed_papers"]:
@@ -223,6 +240,8 @@ def papers_table(rows: list[dict]) -> str:
 def cmd_tasks(args) -> None:
     from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
     from einspace.tasks.registry import build_task, list_tasks, task_summary
+
+    from .inspect import shape_str
 
     if args.tasks_command == "list":
         for spec in list_tasks():
@@ -259,6 +278,8 @@ def cmd_tasks_baseline(args) -> None:
     from einspace.tasks.baseline import append_record, run_baseline
     from einspace.tasks.registry import get_task
 
+    from .seeds import seed_names
+
     if not args.name.startswith("unseen:"):
         get_task(args.name)  # an unknown name fails before the architecture is parsed
     derivation = load_arch(args.arch)
@@ -294,6 +315,8 @@ def cmd_tasks_baseline(args) -> None:
 
 
 def cmd_grammar(args) -> None:
+    from .config import load_space_config
+
     print(load_space_config(args.config).grammar.to_text(), end="")
 
 
@@ -315,7 +338,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", help="derivation text, a file holding it, or a seed name")
     p.add_argument("--input-shape", type=input_shape, required=True, help="C,H,W or N,D")
     p.add_argument("--num-classes", type=positive_int, help="count a classification head too")
-    p.add_argument("--graph", help="write the data-flow graph (.png, .dot or .graphml)")
+    p.add_argument("--graph", help="write the data-flow graph: a picture (.png, .svg) or "
+                   "its data (.dot, .graphml)")
     p.add_argument("--tree", help="write the derivation tree (.png, .dot or .graphml)")
     p.add_argument("--weights", metavar="FILE", help="a trained state_dict (RUN/weights/"
                    "trial-N.pt): show its parameters and L2 norm per node")
@@ -383,8 +407,8 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", choices=["small", "default"], default="default",
                    help="task size of a built-in task (default: default)")
     q.add_argument("--root", help="where built-in tasks are built (default: the einspace cache)")
-    q.add_argument("--out", default=str(DEFAULT_RESULTS),
-                   help=f"JSON-lines file the record is appended to (default {DEFAULT_RESULTS})")
+    q.add_argument("--out", default=BASELINE_RESULTS,
+                   help=f"JSON-lines file the record is appended to (default {BASELINE_RESULTS})")
     q.add_argument("--json", action="store_true", help="print the record as one JSON object")
     p.set_defaults(run=cmd_tasks)
 

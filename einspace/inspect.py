@@ -87,70 +87,81 @@ def _rows(annotation: Annotation, path, prefix: str, child_prefix: str, rows: li
               child_prefix + ("   " if last else "│  "), rows)
 
 
-def dataflow_graph(annotation: Annotation) -> nx.DiGraph:
+def dataflow_graph(annotation: Annotation, *, repeats_once: bool = False) -> nx.DiGraph:
     """One vertex per operation (``input`` and ``output`` included; identities are skipped), one
-    edge per tensor."""
+    edge per tensor, labelled with its shape; an edge that goes straight from a branching vertex
+    to its aggregation (an identity branch: a skip connection) has ``skip=True``.
+
+    With ``repeats_once`` the k copies of a repeated inner module are one set of vertices, each
+    with ``groups``: the (branching vertex, k) of every repeat it sits in, outermost first (what
+    a picture draws as one box marked "×k"); otherwise every copy is its own vertices, as they
+    are separate modules."""
     graph = nx.DiGraph()
     graph.add_node("input", label="input", kind="input", shape=shape_str(annotation.input_shape))
-    builder = _GraphBuilder(annotation, graph)
-    last = builder.module((), ["input"], "")
+    builder = _GraphBuilder(annotation, graph, repeats_once)
+    last = builder.module((), ["input"], "", ())
     graph.add_node("output", label="output", kind="output",
                    shape=shape_str(annotation.output_shape))
     for source in last:
-        graph.add_edge(source, "output", shape=shape_str(annotation.output_shape))
+        graph.add_edge(source, "output", shape=shape_str(annotation.output_shape), skip=False)
     return graph
 
 
 class _GraphBuilder:
-    def __init__(self, annotation: Annotation, graph: nx.DiGraph):
+    def __init__(self, annotation: Annotation, graph: nx.DiGraph, repeats_once: bool):
         self.annotation = annotation
         self.graph = graph
+        self.repeats_once = repeats_once
 
-    def op(self, path, sources: list[str], copy: str) -> list[str]:
+    def op(self, path, sources: list[str], copy: str, groups: tuple) -> list[str]:
         info = self.annotation[path]
         if info.node == "identity":
             return sources
         vertex = "/" + "/".join(map(str, path)) + copy
+        attributes = {"groups": groups} if self.repeats_once else {}
         self.graph.add_node(vertex, label=str(info.node), kind=info.slot.value,
                             shape=shape_str(info.output) if info.output else "",
-                            params=info.cost.params, flops=info.cost.flops)
-        for source in sources:
-            self.graph.add_edge(source, vertex, shape=shape_str(info.input) if not isinstance(
-                info.input[0], tuple) else "")
+                            params=info.cost.params, flops=info.cost.flops, **attributes)
+        aggregating = isinstance(info.input[0], tuple)
+        for n, source in enumerate(sources):
+            shape = info.input[n] if aggregating and n < len(info.input) else info.input
+            skip = aggregating and self.graph.nodes[source]["kind"] == "branching"
+            self.graph.add_edge(source, vertex, shape=shape_str(shape), skip=skip)
         return [vertex]
 
-    def module(self, path, sources: list[str], copy: str) -> list[str]:
+    def module(self, path, sources: list[str], copy: str, groups: tuple) -> list[str]:
         node = self.annotation[path].node
         if node.label == "computation":
-            return self.op(path + (0,), sources, copy)
+            return self.op(path + (0,), sources, copy, groups)
         if node.label == "sequential":
-            middle = self.module(path + (0,), sources, copy)
-            return self.module(path + (1,), middle, copy)
+            middle = self.module(path + (0,), sources, copy, groups)
+            return self.module(path + (1,), middle, copy, groups)
         if node.label == "routing":
-            pre = self.op(path + (0,), sources, copy)
-            inner = self.module(path + (1,), pre, copy)
-            return self.op(path + (2,), inner, copy)
-        split = self.op(path + (0,), sources, copy)
+            pre = self.op(path + (0,), sources, copy, groups)
+            inner = self.module(path + (1,), pre, copy, groups)
+            return self.op(path + (2,), inner, copy, groups)
+        split = self.op(path + (0,), sources, copy, groups)
         inner_count = len(node.children) - 2
         copies = self.annotation[path + (1,)].repeat // self.annotation[path].repeat
+        built = 1 if self.repeats_once else copies
+        inner_groups = groups + ((split[0], copies),) if copies > 1 else groups
         ends: list[str] = []
         for i in range(1, inner_count + 1):
-            for c in range(copies):
-                suffix = f"{copy}#{c}" if copies > 1 else copy
-                ends += self.module(path + (i,), split, suffix)
-        return self.op(path + (len(node.children) - 1,), ends, copy)
+            for c in range(built):
+                suffix = f"{copy}#{c}" if built > 1 else copy
+                ends += self.module(path + (i,), split, suffix, inner_groups)
+        return self.op(path + (len(node.children) - 1,), ends, copy, groups)
 
 
 def write_graph(graph: nx.DiGraph, file: str | Path) -> Path:
-    """Write the graph as .dot (Graphviz), .graphml or .png (matplotlib)."""
+    """Write the graph's data as .dot (Graphviz text) or .graphml; pictures (.png, .svg) are
+    drawn by :func:`einspace.dataflow_picture.write_dataflow`."""
     path = Path(file)
     suffix = path.suffix.lower()
-    if suffix not in (".dot", ".gv", ".graphml", ".png"):
-        raise EinspaceError(f"graph file {str(path)!r}: use a .dot, .graphml or .png name")
+    if suffix not in (".dot", ".gv", ".graphml"):
+        raise EinspaceError(f"graph file {str(path)!r}: use a .dot or .graphml name")
     if suffix == ".graphml":
         nx.write_graphml(graph, path)
-    elif suffix == ".png":
-        _draw_png(graph, path)
     else:
         path.write_text(to_dot(graph))
     return path
@@ -169,26 +180,3 @@ def to_dot(graph: nx.DiGraph) -> str:
         lines.append(f"  {quote(a)} -> {quote(b)} [label={quote(data.get('shape', ''))}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def _draw_png(graph: nx.DiGraph, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for layer, vertices in enumerate(nx.topological_generations(graph)):
-        for v in vertices:
-            graph.nodes[v]["layer"] = layer
-    positions = nx.multipartite_layout(graph, subset_key="layer", align="horizontal")
-    positions = {v: (x, -y) for v, (x, y) in positions.items()}
-    layers = 1 + max(nx.get_node_attributes(graph, "layer").values())
-    fig, ax = plt.subplots(figsize=(10, max(4.0, 0.45 * layers)))
-    labels = {v: d["label"].replace("(computation ", "").rstrip(")") for v, d in
-              graph.nodes(data=True)}
-    nx.draw_networkx(graph, positions, ax=ax, labels=labels, node_size=300, font_size=7,
-                     node_color="#cde", arrows=True, arrowsize=8)
-    ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -118,7 +118,7 @@ def cmd_evaluate(args) -> None:
 
 def add_search_commands(sub, positive_int, positive_float) -> None:
     """Register ``search`` and ``evaluate`` on the main parser's subcommands."""
-    from .config import shipped_names
+    from .shipped import shipped_names
 
     p = sub.add_parser("search", help="run (or resume) an architecture search with Ray",
                        formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -53,10 +53,11 @@ from einspace.seeds import seed_names
 from einspace.tasks.recipe import Recipe
 from einspace.text import parse
 
+from .shipped import SHIPPED, shipped_names
+
 STRATEGIES = ("evolution", "random", "optuna")
 ORDERINGS = ("deterministic", "asynchronous")
 SCHEDULERS = ("none", "asha")
-SHIPPED = Path(__file__).parent / "configs"
 
 DEFAULTS: dict = {
     "task": {"name": "addnist_lite", "size": "default", "seed": 0, "root": None},
@@ -205,10 +206,6 @@ def shipped_config(name: str | Path) -> Path:
     names = ", ".join(shipped_names())
     raise ConfigError(f"config {str(name)!r} is neither a file nor a shipped config "
                       f"({names})")
-
-
-def shipped_names() -> list[str]:
-    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
 
 
 def _check(raw: dict) -> None:

@@ -306,6 +306,7 @@ class SearchDriver:
             seen.clear()  # a retried attempt starts over
         seen.append({k: result[k] for k in ("epoch", "train_loss", "score", "seconds")})
         self.store.epoch(self.attempts[trial_id][1], result["epoch"], result["score"])
+        self.progress.epoch(self.attempts[trial_id][0], result["epoch"], result["score"])
 
     def on_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if trial_id not in self.attempts:
@@ -553,7 +554,7 @@ def _search(config: SearchConfig, run_dir: Path, data: TaskData, recipe: Recipe,
     screen = MemoryScreen(data, recipe, budget if isinstance(budget, int) else None)
     store = TrialStore(store_url(config, run_dir))
     loop = _restore_loop(config, store, make_strategy(config, data.input_shape), resume, screen)
-    progress = Progress(search["trials"], search["time"], quiet=quiet)
+    progress = Progress(search["trials"], search["time"], quiet=quiet, epochs=recipe.epochs)
     progress.restored(loop)
     driver = SearchDriver(config, run_dir, loop, store, data, progress,
                           elapsed_before=store.run("elapsed", 0.0) if resume else 0.0,
@@ -570,7 +571,8 @@ def _search(config: SearchConfig, run_dir: Path, data: TaskData, recipe: Recipe,
         final = previous_final(store, final_top_k) or final_evaluation(
             run_dir, store, data, recipe, top_k=final_top_k,
             epochs=config.raw["final"]["epochs"], seed=config.seed,
-            cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"], log=progress.log)
+            cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"], log=progress.log,
+            progress=progress)
     trials = store.latest()
     best = driver.best
     return SearchSummary(run_dir, sum(t.status != REJECTED for t in trials),
@@ -680,7 +682,7 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
                                 top_k=top_k or final_cfg["top_k"] or 1,
                                 epochs=epochs or final_cfg["epochs"], seed=config.seed,
                                 cpus=search["cpus_per_trial"], gpus=search["gpus_per_trial"],
-                                log=progress.log)
+                                log=progress.log, progress=progress)
     finally:
         if started_ray:
             import ray

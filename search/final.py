@@ -5,6 +5,10 @@ Runs as Ray tasks with the search's per-trial resources, so on a cluster the ret
 over the nodes too.  Results: ``RUN/final/results.json`` (one entry per retrained trial: index,
 test score, status, reason, epochs, seconds) and ``RUN/final/trial-<index>.pt`` (the retrained
 ``state_dict``); they are also stored in the trial database as the run attribute ``final``.
+
+Each worker puts its epochs (trial, epoch, score) on a small Ray queue that the driver drains
+while it waits, so a :class:`~einspace.search.progress.Progress` shows every candidate's epoch
+during the long retraining (64 epochs under the paper's protocol).
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ from einspace.tasks.recipe import Recipe
 
 from .faults import describe
 from .outputs import ranked
+from .progress import Progress
 from .store import StoredTrial, TrialStore
 from .strategy import OK
 from .trial import trial_seed
 
 FINAL_DIR = "final"
+#: How often the driver collects the retraining workers' epochs, in seconds.
+POLL_SECONDS = 2.0
 
 
-def _retrain(derivation_text: str, data: TaskData, recipe: Recipe, threads: int) -> dict:
-    """Worker side: build, train on train+valid, score on test; returns the weights too."""
+def _retrain(derivation_text: str, data: TaskData, recipe: Recipe, threads: int,
+             index: int = -1, epochs=None) -> dict:
+    """Worker side: build, train on train+valid, score on test; returns the weights too.  With
+    ``epochs`` (a Ray queue), puts (index, epoch, score) on it after every epoch."""
     import torch
 
     from einspace.compiler import build
@@ -38,8 +47,13 @@ def _retrain(derivation_text: str, data: TaskData, recipe: Recipe, threads: int)
 
     torch.set_num_threads(max(1, threads))
     derivation = parse(derivation_text)
+
+    def report(epoch: int, metrics: dict) -> None:
+        epochs.put_nowait((index, epoch, metrics["score"]))
+
     result = train(lambda: build(derivation, data.input_shape, num_classes=data.num_classes,
-                                 output_shape=data.target_shape), data, recipe, keep_model=True)
+                                 output_shape=data.target_shape), data, recipe,
+                   callback=report if epochs is not None else None, keep_model=True)
     summary = result.to_dict()
     summary["weights"] = serialize_state(result.model) if result.model is not None else None
     return summary
@@ -66,8 +80,9 @@ def final_candidates(run_dir: Path, store: TrialStore, top_k: int) -> list[Store
 
 def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: Recipe, *,
                      top_k: int, epochs: int | None, seed: int, cpus: float, gpus: float,
-                     log=print) -> list[dict]:
-    """Retrain the ``top_k`` best finished trials; needs Ray to be initialised."""
+                     log=print, progress: Progress | None = None) -> list[dict]:
+    """Retrain the ``top_k`` best finished trials; needs Ray to be initialised.  ``progress``
+    shows each candidate's epochs as they finish."""
     import ray
 
     candidates = final_candidates(run_dir, store, top_k)
@@ -79,10 +94,18 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_retrain)
     log(f"final evaluation: retraining {len(candidates)} candidate(s) on train+valid for "
         f"{final_recipe.epochs} epochs, scoring test")
+    queue = None
+    if progress is not None and not progress.quiet:  # no queue actor when nothing is shown
+        from ray.util.queue import Queue
+
+        queue = Queue(actor_options={"num_cpus": 0})
+        progress.final_started([t.index for t in candidates], final_recipe.epochs)
     pending = {t.index: task.remote(t.derivation.text, data_ref,
                                     final_recipe.with_overrides(seed=trial_seed(seed, t.index)),
-                                    max(1, math.floor(cpus)))
+                                    max(1, math.floor(cpus)), t.index, queue)
                for t in candidates}
+    if queue is not None:
+        _follow(list(pending.values()), queue, progress)
     out_dir = run_dir / FINAL_DIR
     out_dir.mkdir(exist_ok=True)
     results = []
@@ -114,3 +137,22 @@ def _collect(ref) -> dict:
     except ray.exceptions.RayError as e:
         return {"weights": None, "score": None, "status": "failed", "reason": describe(e),
                 "epochs_run": 0, "seconds": 0.0}
+
+
+def _follow(refs: list, queue, progress: Progress) -> None:
+    """Until every retraining has returned, pass the epochs its worker reports to
+    ``progress``; then end the status line."""
+    import ray
+
+    waiting = refs
+    try:
+        while True:
+            _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_SECONDS)
+            while not queue.empty():
+                index, epoch, score = queue.get_nowait()
+                progress.epoch(index, epoch, score)
+            if not waiting:
+                break
+    finally:
+        progress.close()
+        queue.shutdown()

@@ -104,7 +104,9 @@ def plot_progress(path: Path, trials: list[StoredTrial]) -> None:
     left.step(*best_curve(trials, "index"), where="post", color="C1", label="best so far")
     left.set_xlabel("trial")
     left.set_ylabel("score")
-    left.legend(loc="lower right")
+    # Above the axes: inside them the legend covered the markers of whichever trials fell there.
+    left.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=8, frameon=False,
+                borderaxespad=0.2)
     right.step(*best_curve(trials, "time"), where="post", color="C1")
     right.set_xlabel("minutes")
     right.set_ylabel("best score so far")

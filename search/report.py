@@ -10,7 +10,8 @@ unless another directory is given:
 * ``pareto.png`` — score against parameters with the Pareto front;
 * ``terminals.png`` — which terminals (and seed papers) the top candidates use, against all;
 * ``failures.png`` — failed trials by reason;
-* ``graphs/rank-<r>-trial-<index>.png`` — data-flow graphs of the best candidates.
+* ``graphs/rank-<r>-trial-<index>.png`` and ``.svg`` — data-flow graphs of the best candidates
+  (the page embeds the SVG).
 
 A run without a successful trial still gets a report (counts and failures).  A directory that is
 not a run, a missing or corrupted database, or an unwritable output directory is a one-line
@@ -29,8 +30,9 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from einspace.analysis import annotate
+from einspace.dataflow_picture import write_picture
 from einspace.errors import EinspaceError
-from einspace.inspect import dataflow_graph, human, write_graph
+from einspace.inspect import human
 
 from . import report_figures as figs
 from . import report_html as html
@@ -175,7 +177,7 @@ def _clear(directory: Path) -> None:
     """Remove the figures of an earlier report, so none outlives the data it showed."""
     for name in FIGURES:
         (directory / name).unlink(missing_ok=True)
-    for old in (directory / GRAPHS_DIR).glob("rank-*-trial-*.png"):
+    for old in (directory / GRAPHS_DIR).glob("rank-*-trial-*.*"):
         old.unlink()
 
 
@@ -223,18 +225,20 @@ def _figures_and_sections(facts: RunFacts, directory: Path, top_k: int,
                                   html.table(["trial", "search score", "test score", "status",
                                               "epochs", "seconds"], _final_rows(facts.final))))
     if graphs and good and facts.input_shape is not None:
-        items = [draw(f"{GRAPHS_DIR}/rank-{rank}-trial-{t.index}.png",
-                      f"rank {rank}: trial {t.index}, score {t.score:.4f}, "
-                      f"{human(t.proposal.get('params', 0))} params", _graph, t,
-                      facts.input_shape)
-                 for rank, t in enumerate(good[:graphs], 1)]
+        items = []
+        for rank, t in enumerate(good[:graphs], 1):
+            png = directory / GRAPHS_DIR / f"rank-{rank}-trial-{t.index}.png"
+            annotation = annotate(t.derivation, facts.input_shape)
+            for picture in (png, png.with_suffix(".svg")):
+                write_picture(annotation, picture)
+                figures.append(picture)
+            items.append(html.graph_figure(
+                directory, png, png.with_suffix(".svg"),
+                f"rank {rank}: trial {t.index}, score {t.score:.4f}, "
+                f"{human(t.proposal.get('params', 0))} params"))
         parts.append(html.section(f"Data-flow graphs of the best {len(items)}",
-                                  '<div class="grid">' + "".join(items) + "</div>"))
+                                  '<div class="graphs">' + "".join(items) + "</div>"))
     return figures, parts
-
-
-def _graph(path: Path, trial: StoredTrial, input_shape: tuple[int, ...]) -> None:
-    write_graph(dataflow_graph(annotate(trial.derivation, input_shape)), path)
 
 
 def _headline(facts: RunFacts) -> list[str]:

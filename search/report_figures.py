@@ -113,29 +113,30 @@ def _terminal_label(kind: Kind, name: str) -> str:
 
 def plot_terminals(path: Path, top: list[Derivation], everyone: list[Derivation]) -> None:
     """Share of candidates using each terminal, top candidates against all successful trials;
-    beside it the same per seed paper."""
+    beside it the same per seed paper, when any candidate uses a seed paper's terminal (an empty
+    panel would only say that nothing is there)."""
     plt = _pyplot()
     top_use, all_use = terminal_usage(top), terminal_usage(everyone)
     keys = sorted(all_use, key=lambda k: (-top_use[k] / len(top), -all_use[k], k[1]))[:MAX_BARS]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, max(3.5, 0.26 * len(keys) + 1.2)),
-                                      gridspec_kw={"width_ratios": [3, 2]})
+    top_papers, all_papers = paper_usage(top), paper_usage(everyone)
+    numbers = sorted(all_papers, key=lambda n: (-top_papers[n], -all_papers[n], n))[:MAX_BARS]
+    height = max(3.5, 0.26 * max(len(keys), len(numbers)) + 1.2)
+    if numbers:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, height),
+                                          gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        fig, left = plt.subplots(figsize=(7, height))
     _bars(left, [_terminal_label(*k) for k in keys],
           [top_use[k] / len(top) for k in keys], [all_use[k] / len(everyone) for k in keys],
           len(top), len(everyone))
     left.set_title("terminals", fontsize=9)
-    top_papers, all_papers = paper_usage(top), paper_usage(everyone)
-    numbers = sorted(all_papers, key=lambda n: (-top_papers[n], -all_papers[n], n))[:MAX_BARS]
     if numbers:
         _bars(right, [textwrap.shorten(f"#{n} {PRIMITIVE_PAPERS.get(n, '')}", 38)
                       for n in numbers],
               [top_papers[n] / len(top) for n in numbers],
               [all_papers[n] / len(everyone) for n in numbers],
               len(top), len(everyone))
-    else:
-        right.text(0.5, 0.5, "no seed-paper terminal\nin any successful trial", ha="center",
-                   va="center", fontsize=9)
-        right.set_axis_off()
-    right.set_title("seed papers", fontsize=9)
+        right.set_title("seed papers", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

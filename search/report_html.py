@@ -3,7 +3,8 @@
 The page loads nothing from elsewhere (no scripts, fonts or style sheets from the network, and
 every figure embedded as a base64 ``data:`` URI), so it can be mailed or archived on its own.
 Each image also names the PNG it was made from (``data-file``, relative to the page), which stays
-next to the page for other uses.
+next to the page for other uses.  Data-flow graphs are embedded as SVG too (a ``<picture>``
+whose PNG is the fallback), so a reader can zoom into a large network without losing its labels.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ th { background: #f2f2f2; } td.text { text-align: left; }
 td.arch { text-align: left; font-family: monospace; font-size: 11px; max-width: 40em;
           overflow-wrap: anywhere; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.graphs { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.graphs figure { flex: 0 1 auto; max-width: 100%; }
 figcaption { font-size: 12px; color: #555; }
 .grid { display: flex; flex-wrap: wrap; gap: 1em; } .grid figure { flex: 1 1 30em; }
 .note { color: #a40; }
@@ -34,6 +37,20 @@ def figure(page_dir: Path, file: Path, caption: str) -> str:
     return (f'<figure><img src="data:image/png;base64,{data}" data-file="{escape(name)}" '
             f'alt="{escape(caption)}"><figcaption>{escape(caption)} '
             f'(<code>{escape(name)}</code>)</figcaption></figure>')
+
+
+def graph_figure(page_dir: Path, png: Path, svg: Path, caption: str) -> str:
+    """A data-flow graph: the SVG embedded as the picture's preferred source, the PNG as its
+    fallback (and for ``data-file``), and a link to the SVG file to open it at full size."""
+    vector = base64.b64encode(svg.read_bytes()).decode("ascii")
+    raster = base64.b64encode(png.read_bytes()).decode("ascii")
+    name, svg_name = (f.relative_to(page_dir).as_posix() for f in (png, svg))
+    return (f'<figure><picture><source type="image/svg+xml" '
+            f'srcset="data:image/svg+xml;base64,{vector}">'
+            f'<img src="data:image/png;base64,{raster}" data-file="{escape(name)}" '
+            f'alt="{escape(caption)}"></picture><figcaption>{escape(caption)} '
+            f'(<a href="{escape(svg_name)}">{escape(svg_name)}</a> to zoom)</figcaption>'
+            f'</figure>')
 
 
 def table(headers: list[str], rows: list[list], classes: dict[int, str] | None = None) -> str:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -187,3 +188,41 @@ def test_terminals_lists_every_registered_terminal(capsys):
     for t in terminals():
         if t.seed_papers:
             assert f"`{t.name}`" in table
+
+
+HEAVY = ("torch", "ray", "optuna", "nltk", "onnx")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["evaluate", "--help"],
+                                  ["export", "--help"], ["inspect", "--help"],
+                                  ["tasks", "baseline", "--help"]])
+def test_help_imports_no_heavy_library(argv):
+    """``--help`` answers without importing torch, Ray, Optuna, nltk or onnx (what made it take
+    seconds); the time itself is measured by benchmarks/bench_cli.py, not asserted here."""
+    probe = ("import sys\nfrom einspace.cli import main\ntry:\n    main(sys.argv[1:])\n"
+             "except SystemExit:\n    pass\n"
+             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage: einspace" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_import_einspace_is_lazy_and_keeps_the_public_api():
+    probe = ("import sys, einspace\nbefore = 'torch' in sys.modules\n"
+             "d = einspace.sample((3, 8, 8), seed=0)\n"
+             "assert einspace.parse(str(d)) == d\n"
+             "print(before, 'torch' in sys.modules, sorted(set(einspace.__all__) - set(dir("
+             "einspace))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "[]"]
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        einspace.no_such_name  # noqa: B018
+
+
+def test_baseline_default_results_file_matches_the_library():
+    from einspace.cli import BASELINE_RESULTS
+    from einspace.tasks.baseline import DEFAULT_RESULTS
+
+    assert Path(BASELINE_RESULTS) == DEFAULT_RESULTS

@@ -160,3 +160,38 @@ def test_terminal_uses_know_the_slot_and_the_seed_paper():
                                 (Kind.COMPUTATION, "linear16"), (Kind.POSTROUTING, "permute21")}
     slab = einspace.load_seed("slab")
     assert paper_usage([slab, slab, d]) == {26: 2}
+
+
+class Pictures(HTMLParser):
+    """The SVG sources of every <picture> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "source" and attrs.get("type") == "image/svg+xml":
+            self.sources.append(attrs["srcset"])
+
+
+def test_report_embeds_svg_graphs_and_drops_the_empty_seed_paper_panel(run_dir, capsys,
+                                                                         tmp_path):
+    from PIL import Image
+
+    out_dir = tmp_path / "svg-report"
+    code, _, err = report(capsys, run_dir, "--out", out_dir, "--graphs", "2")
+    assert code == 0, err
+    page = (out_dir / "report.html").read_text()
+    pictures = Pictures()
+    pictures.feed(page)
+    svgs = sorted((out_dir / "graphs").glob("*.svg"))
+    assert [f.name for f in svgs] == ["rank-1-trial-1.svg", "rank-2-trial-6.svg"]
+    prefix = "data:image/svg+xml;base64,"
+    embedded = [base64.b64decode(s[len(prefix):]) for s in pictures.sources]
+    assert embedded == [f.read_bytes() for f in svgs]
+    assert all(b"<svg" in svg for svg in embedded)
+    assert 'href="graphs/rank-1-trial-1.svg"' in page
+    # No candidate of this run uses a seed paper's terminal: the figure has one panel.
+    with Image.open(out_dir / "terminals.png") as figure:
+        assert figure.size[0] == 700

@@ -12,12 +12,37 @@ The modules, one job each: :mod:`.source` (what to export), :mod:`.locate` (modu
 node), :mod:`.trace` and :mod:`.codegen` (the ``model.py``), :mod:`.to_torchscript`,
 :mod:`.to_onnx`, :mod:`.to_pytorch`, :mod:`.verify` with :mod:`.standalone_check`, :mod:`.card`,
 :mod:`.pipeline` (one export) and :mod:`.command` (``einspace export``).
+
+The names are imported on first use, as in :mod:`einspace`: ``einspace export --help`` must not
+wait for torch and onnx.
 """
 
-from .errors import ExportError
-from .pipeline import FORMATS, Exported, export
-from .source import Candidate, from_run, from_spec
-from .verify import Check, check_exports
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .formats import FORMATS
+
+if TYPE_CHECKING:
+    from .errors import ExportError
+    from .pipeline import Exported, export
+    from .source import Candidate, from_run, from_spec
+    from .verify import Check, check_exports
 
 __all__ = ["Candidate", "Check", "ExportError", "Exported", "FORMATS", "check_exports", "export",
            "from_run", "from_spec"]
+
+#: Public name -> the submodule that defines it.
+_LAZY = {"ExportError": "errors", "Exported": "pipeline", "export": "pipeline",
+         "Candidate": "source", "from_run": "source", "from_spec": "source",
+         "Check": "verify", "check_exports": "verify"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

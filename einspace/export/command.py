@@ -20,13 +20,15 @@ from pathlib import Path
 
 from einspace.errors import EinspaceError
 
-from .pipeline import FORMATS, export
-from .source import from_run, from_spec
+from .formats import FORMATS
 
 FLAGS_OF_ARCHITECTURES = ("input_shape", "num_classes", "output_shape", "weights")
 
 
 def cmd_export(args) -> None:
+    from .pipeline import export
+    from .source import from_run, from_spec
+
     if not args.source.lstrip().startswith("(") and Path(args.source).is_dir():
         given = [f"--{f.replace('_', '-')}" for f in FLAGS_OF_ARCHITECTURES
                  if getattr(args, f) is not None]

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .card import CARD, make_card, write_card
 from .errors import ExportError
+from .formats import FORMATS
 from .source import Candidate
 from .to_onnx import FILE as ONNX_FILE
 from .to_onnx import export_onnx
@@ -24,7 +25,6 @@ from .to_torchscript import FILE as TORCHSCRIPT_FILE
 from .to_torchscript import export_torchscript
 from .verify import ABS_TOL, REL_TOL, check_exports
 
-FORMATS = ("torchscript", "onnx", "pytorch")
 SAMPLE, SAMPLE_SEED, BATCH = "sample.pt", 0, 2
 OWN_FILES = (CARD, SAMPLE, TORCHSCRIPT_FILE, ONNX_FILE, SOURCE, WEIGHTS)
 

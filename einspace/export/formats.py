@@ -1,0 +1,4 @@
+"""The export formats by name, apart from their writers (which import torch and onnx), so that
+``einspace export --help`` can list them at once."""
+
+FORMATS = ("torchscript", "onnx", "pytorch")
