@@ -6,7 +6,9 @@ resumed search would launch it again.  Nothing here runs a tensor, so the estima
 enough to screen every proposal:
 
 * weights, their gradients and the optimiser's per-parameter state (SGD with momentum keeps one
-  buffer, Adam two), ``dtype_bytes`` each;
+  buffer, Adam two), ``dtype_bytes`` each, plus :data:`WORKSPACE_COPIES` more for the
+  temporaries of initialisation and the optimiser step (measured: a 13 M-parameter network with
+  few activations peaked 20 % above weights + gradients + momentum + process);
 * the activations autograd keeps for the backward pass: the derivation's activation elements per
   sample (every node's new output, see :mod:`einspace.analysis`) x batch x ``dtype_bytes`` x
   :data:`ACTIVATION_FACTOR` (kernels keep inputs *and* outputs of some ops, and the backward pass
@@ -33,6 +35,9 @@ WORKER_OVERHEAD = 700 * 2**20
 """Resident memory of a trial's worker process before the candidate exists: Python, torch and Ray
 loaded (measured on CPU: 0.55-0.65 GB)."""
 
+WORKSPACE_COPIES = 2
+"""Transient copies of the weights during initialisation and the optimiser step."""
+
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}
 """Buffers the optimiser keeps per parameter (SGD: the momentum buffer)."""
 
@@ -50,20 +55,23 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     fixed: int
+    workspace: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.fixed
+        return (self.weights + self.gradients + self.optimizer + self.workspace
+                + self.activations + self.fixed)
 
     def describe(self) -> str:
         return (f"{format_bytes(self.total)} (weights, gradients and optimiser state "
-                f"{format_bytes(self.weights + self.gradients + self.optimizer)}, activations "
+                f"{format_bytes(self.weights + self.gradients + self.optimizer + self.workspace)}"
+                f", activations "
                 f"{format_bytes(self.activations)}, process and data {format_bytes(self.fixed)})")
 
     def to_dict(self) -> dict:
         return {"weights": self.weights, "gradients": self.gradients,
                 "optimizer": self.optimizer, "activations": self.activations,
-                "fixed": self.fixed, "total": self.total}
+                "workspace": self.workspace, "fixed": self.fixed, "total": self.total}
 
 
 def training_memory(cost: Cost, *, batch_size: int, optimizer: str = "sgd",
@@ -77,7 +85,7 @@ def training_memory(cost: Cost, *, batch_size: int, optimizer: str = "sgd",
     weights = cost.params * dtype_bytes
     activations = int(cost.activations * batch_size * dtype_bytes * ACTIVATION_FACTOR)
     return MemoryEstimate(weights, weights, weights * states, activations,
-                          overhead + data_bytes)
+                          overhead + data_bytes, weights * WORKSPACE_COPIES)
 
 
 def parse_bytes(value, name: str) -> int:

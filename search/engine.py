@@ -162,6 +162,7 @@ def prepare_run_dir(config: SearchConfig, run_dir: Path) -> None:
                               f"`einspace search --resume {run_dir}` or choose another --out")
         (run_dir / "trials.db").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tune", ignore_errors=True)
+    make_run_dir(run_dir)
     _write_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
@@ -205,13 +206,15 @@ def _write_atomic(path: Path, text: str) -> None:
 def read_run_config(run_dir: Path) -> SearchConfig:
     file = run_dir / CONFIG_FILE
     if not run_dir.exists():
-        raise ConfigError(f"{run_dir} does not exist: no search was started there (start one "
-                          f"with `einspace search --config ... --out {run_dir}`)")
+        raise ConfigError(f"{run_dir} is not a search run directory: it does not exist (no "
+                          f"search was started there; start one with `einspace search --config "
+                          f"... --out {run_dir}`)")
     if not file.is_file():
         if run_dir.is_dir() and not any(p.name not in (".lock",) for p in run_dir.iterdir()):
-            raise ConfigError(f"{run_dir} holds no {CONFIG_FILE}: its search was stopped "
-                              f"before it started and nothing was lost; run the original "
-                              f"`einspace search` command again with --out {run_dir}")
+            raise ConfigError(f"{run_dir} is not a search run directory yet (no {CONFIG_FILE}): "
+                              f"if its search was stopped before it started, nothing was lost; "
+                              f"run the original `einspace search` command again with --out "
+                              f"{run_dir}")
         raise ConfigError(f"{run_dir} is not a search run directory (no {CONFIG_FILE})")
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -513,9 +516,15 @@ def run_search(config: SearchConfig | None, run_dir: str | Path, *, resume: bool
     check_address(address)
     data = load_search_task(config)
     recipe = search_recipe(config)
-    started_ray = start_ray(address)
+    created = not run_dir.exists()
+    make_run_dir(run_dir)
     try:
-        make_run_dir(run_dir)
+        started_ray = start_ray(address)
+    except BaseException:
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a failed start leaves nothing behind
+        raise
+    try:
         with run_lock(run_dir):
             if not resume:
                 config = settle_resources(config, recipe, data)

@@ -245,8 +245,9 @@ def _headline(facts: RunFacts) -> list[str]:
     counts = Counter(t.status if t.done else "unfinished" for t in facts.trials)
     lines = [f"run {facts.run_dir}: task {facts.task}, strategy {facts.strategy}",
              f"trials: {len(facts.trials)} ({counts[OK]} ok, {counts[FAILED]} failed, "
-             f"{counts[STOPPED]} stopped, {counts[REJECTED]} rejected before training, "
-             f"{counts['unfinished']} unfinished)"
+             f"{counts[STOPPED]} stopped, "
+             + (f"{counts[REJECTED]} rejected before training, " if counts[REJECTED] else "")
+             + f"{counts['unfinished']} unfinished)"
              + _span(facts.trials)]
     good = facts.successful
     if not good:

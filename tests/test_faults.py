@@ -68,7 +68,8 @@ def test_training_memory_estimate_follows_its_formula():
                                data_bytes=1000, overhead=0)
     assert estimate.weights == estimate.gradients == estimate.optimizer == cost.params * 4
     assert estimate.activations == int(cost.activations * 256 * 4 * 1.5)
-    assert estimate.total == 3 * cost.params * 4 + estimate.activations + 1000
+    assert estimate.workspace == 2 * cost.params * 4
+    assert estimate.total == 5 * cost.params * 4 + estimate.activations + 1000
     adam = training_memory(cost, batch_size=256, optimizer="adam", overhead=0)
     assert adam.optimizer == 2 * cost.params * 4
     assert parse_bytes("6GB", "x") == 6 * 2**30 and parse_bytes("512 MiB", "x") == 512 * 2**20
@@ -170,11 +171,11 @@ def test_bad_addresses_fail_fast_with_one_line_and_leave_nothing(tmp_path, addre
 
 
 def test_run_directories_left_by_start_up_kills_say_what_to_do(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist: no search was started"):
+    with pytest.raises(ConfigError, match="it does not exist"):
         read_run_config(tmp_path / "never")
     (tmp_path / "early").mkdir()
     (tmp_path / "early" / ".lock").touch()
-    with pytest.raises(ConfigError, match="stopped before it started and nothing was lost"):
+    with pytest.raises(ConfigError, match="stopped before it started, nothing was lost"):
         read_run_config(tmp_path / "early")
     # config.yaml written, no trial recorded yet: the same --out is reusable.
     config = resolve(CONFIG)

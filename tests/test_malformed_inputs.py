@@ -108,7 +108,7 @@ CLI_CASES = [
     (["inspect", "", *SHAPE], "neither architecture text"),
     (["inspect", "a\0b", *SHAPE], "neither architecture text"),
     (["inspect", "x" * 5000, *SHAPE], "neither architecture text"),
-    (["inspect", "resnet18", *SHAPE, "--graph", "x.svg"], "use a .dot, .graphml or .png"),
+    (["inspect", "resnet18", *SHAPE, "--graph", "x.bmp"], "use a .png, .svg, .dot or .graphml"),
     (["inspect", "resnet18", *SHAPE, "--tree", "x.jpeg"], ".png"),
     (["inspect", "resnet18", *SHAPE, "--graph", "no/such/dir/g.dot"], "cannot write graph"),
     (["inspect", "resnet18", *SHAPE, "--weights", "missing.pt"], "missing.pt"),

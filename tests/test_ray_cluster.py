@@ -29,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,18 @@ def processes_under(marker: str) -> list[int]:
         found |= more
 
 
+def raylets(temp_dir: str) -> list[int]:
+    """The raylet processes of the cluster that lives in ``temp_dir``."""
+    found = []
+    for pid in processes_under(temp_dir):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def stop_cluster(temp_dir: str, grace: float = 5.0) -> None:
     pids = processes_under(temp_dir)
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -135,11 +148,13 @@ def cluster():
         head = ray("start", "--head", f"--port={port}", "--include-dashboard=false",
                    *client_port_args(), f"--temp-dir={temp_dir}", *node_args())
         assert head.returncode == 0, f"ray start --head failed:\n{head.stdout}\n{head.stderr}"
+        head_raylets = raylets(temp_dir)
         worker = ray("start", f"--address={address}", *node_args())
         assert worker.returncode == 0, \
             f"ray start --address failed:\n{worker.stdout}\n{worker.stderr}"
         print(f"two-node cluster up in {time.perf_counter() - began:.0f} s")
-        yield address, env
+        yield address, env, sorted(set(raylets(temp_dir)) - set(head_raylets))
+
     finally:
         began = time.perf_counter()
         stop_cluster(temp_dir)
@@ -148,7 +163,7 @@ def cluster():
 
 
 def test_search_runs_trials_on_both_nodes(cluster, tmp_path):
-    address, env = cluster
+    address, env, _ = cluster
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     run = tmp_path / "run"
@@ -170,3 +185,48 @@ def test_search_runs_trials_on_both_nodes(cluster, tmp_path):
     # The best trial's weights came back to the driver's run directory through the keeper actor.
     best = max(trials, key=lambda t: (t.score, -t.index))
     assert (run / "weights" / f"trial-{best.index}.pt").is_file()
+
+
+def running_attempts(run: Path) -> int:
+    db = run / "trials.db"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=60) as connection:
+            return connection.execute("select count(*) from trials where state = 'RUNNING'"
+                                      ).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_dead_raylet_costs_attempts_that_are_recorded_and_retried(cluster, tmp_path):
+    """SIGKILL of the second node's raylet while both nodes train: the search finishes on the
+    head, and the attempt lost with the node keeps its own record (node, seconds, reason)."""
+    address, env, worker_raylets = cluster
+    assert len(worker_raylets) == 1, worker_raylets
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "search": {**CONFIG["search"], "retries": 2}}))
+    run = tmp_path / "run"
+    search = subprocess.Popen(
+        [sys.executable, "-m", "einspace", "search", "--config", str(config), "--out", str(run),
+         "--address", address, "--workers", "2", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while running_attempts(run) < 2:
+        assert search.poll() is None and time.time() < deadline, "never two trials at once"
+        time.sleep(0.2)
+    time.sleep(3)  # both trials are training now
+    os.kill(worker_raylets[0], signal.SIGKILL)
+    _, stderr = search.communicate(timeout=600)
+    assert search.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+    attempts = open_run_store(run).trials()
+    assert sorted(t.index for t in attempts if t.done) == list(range(TRIALS))
+    lost = [t for t in attempts if t.status == "lost"]
+    assert lost, [(t.index, t.status, t.reason) for t in attempts]
+    for t in lost:
+        assert t.reason.startswith("attempt lost, retried: ")
+        assert t.result["node"] and t.result["seconds"] > 0
+        retry = [a for a in attempts if a.index == t.index and a.number > t.number]
+        assert retry and retry[-1].result.get("node") != t.result["node"]
