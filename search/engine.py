@@ -256,6 +256,7 @@ class SearchDriver:
         self.epochs: dict[str, list[dict]] = {}  # per-epoch reports of running trials
         self.tune_trials: dict[str, object] = {}
         self.actors: dict[str, str] = {}  # Tune trial id -> its Ray actor's hex id
+        self.keeper_handle = None  # keeps the weight keeper alive (Ray collects unowned actors)
         self.lost = Counter(t.index for t in store.trials() if t.status == LOST)
         self.collateral: Counter[int] = Counter()
         self.best: tuple[float, int] | None = None
@@ -600,7 +601,7 @@ def _fit_to_the_end(driver: SearchDriver, config: SearchConfig, recipe: Recipe, 
     ``retries``, so this ends."""
     import ray
 
-    keeper = _weight_keeper(config, run_dir)
+    keeper, driver.keeper_handle = _weight_keeper(config, run_dir)
     while True:
         try:
             _fit(driver, config, recipe, data, run_dir, workers, wrap_model, keeper)
@@ -614,6 +615,8 @@ def _fit_to_the_end(driver: SearchDriver, config: SearchConfig, recipe: Recipe, 
             driver.progress.log(f"Tune stopped: {describe(error)}; recording the running "
                                 f"trials and continuing")
             driver.crashed(error)
+            if keeper is not None:
+                driver.keeper_handle = keeper.handle()  # started again if it died
 
 
 def _store_failure(error: BaseException) -> StoreError | None:
@@ -698,20 +701,20 @@ def evaluate_run(run_dir: str | Path, *, top_k: int | None = None, epochs: int |
             ray.shutdown()
 
 
-def _weight_keeper(config: SearchConfig, run_dir: Path) -> KeeperSpec | None:
-    """The run's weight keeper, started on the driver's node (trials reach it by name and start
-    it again if it dies).  Not restartable by Ray on purpose: Ray's memory monitor kills
-    retriable workers first, and the keeper must not be the one it picks."""
+def _weight_keeper(config: SearchConfig, run_dir: Path):
+    """The run's weight keeper, started on the driver's node, and the driver's handle, which
+    keeps it alive (trials reach it by name and start it again if it dies).  Not restartable by
+    Ray on purpose: Ray's memory monitor kills retriable workers first, and the keeper must not
+    be the one it picks."""
     import ray
 
     if not config.search["keep_weights"]:
-        return None
+        return None, None
     directory = (run_dir / "weights").resolve()
     spec = KeeperSpec(f"einspace-weights-{zlib.crc32(str(directory).encode()):08x}",
                       ray.get_runtime_context().get_node_id(), str(directory),
                       config.search["keep_weights"])
-    spec.handle()
-    return spec
+    return spec, spec.handle()
 
 
 def _fit(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data: TaskData,

@@ -62,8 +62,10 @@ def _writing(method):
             return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
-            cause = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                OSError) as e:
+            root = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
+            cause = str(getattr(root, "orig", None) or root or e).strip().splitlines()[0]
             raise StoreError(f"{WRITE_FAILED} {self.url}: {cause}; finished trials are kept, "
                              f"resume with `einspace search --resume RUN` once it is "
                              f"writable") from None

@@ -55,6 +55,10 @@ class WeightKeeper:
         return True
 
 
+NAMESPACE = "einspace"
+"""Ray namespace of the keepers (a trial's worker does not share the driver's anonymous one)."""
+
+
 @dataclass(frozen=True)
 class KeeperSpec:
     """Where a run's weight keeper lives: trials fetch it by name, and whoever finds it dead
@@ -71,7 +75,7 @@ class KeeperSpec:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         return ray.remote(num_cpus=0)(WeightKeeper).options(
-            name=self.name, get_if_exists=True,
+            name=self.name, namespace=NAMESPACE, get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.node, soft=False)).remote(
             self.directory, self.keep)
 

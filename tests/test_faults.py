@@ -231,7 +231,7 @@ class _KillsTheKeeper(nn.Module):
             import ray
 
             Path(self.marker).touch()
-            ray.kill(ray.get_actor(self.keeper))
+            ray.kill(ray.get_actor(self.keeper, namespace="einspace"))
         return self.model(x)
 
 
@@ -260,11 +260,12 @@ def test_killed_weight_keeper_is_started_again(tmp_path):
     run, marker = tmp_path / "run", str(tmp_path / "keeper-killed")
     summary = run_search(resolve(CONFIG), run, quiet=True, wrap_model=lambda i, m: (
         _KillsTheKeeper(m, keeper_name(run), marker) if i == 1 else m))
-    assert summary.trials == 3 and summary.failed == 0 and os.path.exists(marker)
-    best = summary.best_index
-    state = torch.load(run / "weights" / f"trial-{best}.pt", weights_only=True)
-    einspace.build(einspace.parse(summary.best_derivation), (1, 24, 24),
-                   num_classes=9).load_state_dict(state)
+    reasons = [(t.index, t.status, t.reason) for t in open_run_store(run).trials()]
+    assert summary.trials == 3 and summary.failed == 0 and os.path.exists(marker), reasons
+    after = {t.index: t for t in open_run_store(run).latest()}[2]  # trained after the kill
+    assert after.result["weights_kept"] is True
+    state = torch.load(run / "weights" / "trial-2.pt", weights_only=True)
+    einspace.build(after.derivation, (1, 24, 24), num_classes=9).load_state_dict(state)
 
 
 @pytest.mark.slow
