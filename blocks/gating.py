@@ -256,7 +256,6 @@ class HyperChannelGate(Terminal):
         return {"hidden": self.hidden, "layers": self.layers, "omega_0": OMEGA_0}
 
 
-@torch.jit.unused
 def _exporting_to_onnx() -> bool:
     """True while ``torch.onnx.export`` traces the module (never in TorchScript)."""
     return torch.onnx.is_in_onnx_export()
@@ -299,10 +298,13 @@ class HyperZZWLocalModule(nn.Module):
         g = F.adaptive_avg_pool2d(x, [k, k]).flatten(2).transpose(1, 2)
         g = F.gelu(self.context(self.reduce(g)))
         kernels = self.slow(g).transpose(1, 2).reshape(b * c, 1, k, k)
-        if not torch.jit.is_scripting() and _exporting_to_onnx():
-            z = _per_sample_depthwise(x, kernels, k)
-        else:
+        grouped = True
+        if not torch.jit.is_scripting():  # TorchScript does not compile this branch
+            grouped = not _exporting_to_onnx()
+        if grouped:
             z = F.conv2d(x.reshape(1, b * c, h, w), kernels, None, 1, (k - 1) // 2, 1, b * c)
+        else:
+            z = _per_sample_depthwise(x, kernels, k)
         z = F.conv2d(z.reshape(b, c, h, w), self.mixer_weight, self.mixer_bias)
         return F.gelu(self.norm(z)) + self.bias
 

@@ -1,15 +1,17 @@
 """``einspace export``: the command-line face of :mod:`einspace.export`.
 
-    einspace export results/addnist-re --format all --out exported/       # the run's best
+    einspace export results/addnist-re --out exported/              # the run's best, model.pt2
+    einspace export results/addnist-re --format all --out exported/ # every format
     einspace export results/addnist-re --rank 2 --format onnx --out rank2/
     einspace export results/addnist-re --trial 17 --format pytorch --out t17/
     einspace export resnet18 --input-shape 3,32,32 --num-classes 10 --weights rn18.pt \\
         --format torchscript --out rn18/
 
-A run directory gives the task's shapes and the trial's trained weights; an architecture (text,
-a file, a seed name) needs ``--input-shape`` and exports random initial weights unless
-``--weights`` is given.  Formats that fail are reported with the node and the reason (exit 2)
-after the others are written.
+A run directory gives the task's shapes and the trial's trained weights, and its export takes the
+task's raw arrays (the trainer's normalisation is its first operation; ``--bare`` exports the
+network alone); an architecture (text, a file, a seed name) needs ``--input-shape`` and exports
+random initial weights unless ``--weights`` is given.  Formats that fail are reported with the
+node and the reason (exit 2) after the others are written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from einspace.errors import EinspaceError
 
-from .pipeline import FORMATS, export
+from .pipeline import DEFAULT_FORMAT, FORMATS, export
 from .source import from_run, from_spec
 
 FLAGS_OF_ARCHITECTURES = ("input_shape", "num_classes", "output_shape", "weights")
@@ -34,10 +36,10 @@ def cmd_export(args) -> None:
             raise EinspaceError(f"{', '.join(given)} cannot be used with a run directory (it "
                                 f"knows its task's shapes and its trials' weights)")
         candidate = from_run(args.source, rank=args.rank, trial=args.trial,
-                             allow_untrained=args.allow_untrained)
+                             allow_untrained=args.allow_untrained, bare=args.bare)
     else:
-        if args.rank is not None or args.trial is not None:
-            raise EinspaceError(f"--rank and --trial choose a trial of a run directory, and "
+        if args.rank is not None or args.trial is not None or args.bare:
+            raise EinspaceError(f"--rank, --trial and --bare apply to a run directory, and "
                                 f"{args.source!r} is not a directory")
         candidate = from_spec(args.source, args.input_shape, args.num_classes, args.output_shape,
                               args.weights)
@@ -60,7 +62,8 @@ def _report(done) -> None:
     print(f"exported {what} ({card['hash']}, {card['parameters']:,} parameters) to "
           f"{done.out_dir}, each file checked in a Python process without einspace:")
     for fmt, entry in card["formats"].items():
-        how = {"torchscript": entry.get("method"),
+        how = {"pt2": f"torch.export, batch {entry.get('batch')}",
+               "torchscript": entry.get("method"),
                "onnx": f"opset {entry.get('opset')}, batch {entry.get('batch')}",
                "pytorch": "generated code"}[fmt]
         print(f"  {fmt:12s} {', '.join(entry['files']):26s} {how}, max |error| "
@@ -68,26 +71,38 @@ def _report(done) -> None:
         if "note" in entry:
             print(f"  {'':12s} note: {entry['note']}")
     weights = card["weights"]
+    print(f"  {'input':12s} {_input_line(card['input'])}")
     print(f"  {'card':12s} card.json")
     print(f"  {'weights':12s} {weights.get('note') or weights.get('file') or weights['kind']}")
+
+
+def _input_line(entry: dict) -> str:
+    if not entry["applied_inside_export"]:
+        return "float32 tensors (bare network, no preprocessing inside)"
+    shape = ", ".join(map(str, entry["input_shape"]))
+    return (f"raw {entry['input_dtype']} arrays ({shape}); inside: "
+            f"{', '.join(entry['steps'])} ({entry['statistics_of']} statistics)")
 
 
 def add_export_command(sub, input_shape, positive_int) -> None:
     """Register ``export`` on the main parser's subcommands (``input_shape`` and
     ``positive_int`` are the CLI's argument types)."""
-    p = sub.add_parser("export", help="export an architecture to TorchScript, ONNX or PyTorch",
+    p = sub.add_parser("export", help="export an architecture to torch.export (.pt2), ONNX, "
+                       "plain PyTorch or TorchScript",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description=__doc__.split("\n\n")[1])
     p.add_argument("source", help="a search run directory, derivation text, a file holding it, "
                    "or a seed name")
-    p.add_argument("--format", choices=[*FORMATS, "all"], default="all",
-                   help="what to write (default all)")
+    p.add_argument("--format", choices=[*FORMATS, "all"], default=DEFAULT_FORMAT,
+                   help=f"what to write (default {DEFAULT_FORMAT}: model.pt2)")
     p.add_argument("--out", required=True, help="directory to write into (new or empty)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--rank", type=positive_int, help="the K-th best successful trial of a run")
     which.add_argument("--trial", type=int, help="a run's trial by its index")
     p.add_argument("--allow-untrained", action="store_true",
                    help="export a run's trial without weights (random initial weights)")
+    p.add_argument("--bare", action="store_true", help="export a run's network without the "
+                   "trainer's input normalisation (it then takes normalised float32 tensors)")
     p.add_argument("--input-shape", type=input_shape, help="C,H,W or N,D (architectures only)")
     p.add_argument("--num-classes", type=positive_int, help="a classification head")
     p.add_argument("--output-shape", type=input_shape, help="a dense head: C,H,W or H,W")

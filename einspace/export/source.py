@@ -7,8 +7,10 @@ a file or a seed name (the shapes given by the user, weights optional).  Every p
 that failed or does not exist, a missing or unreadable weights file, a corrupted trial database --
 is an :class:`ExportError` or another :class:`EinspaceError` that says what to do.
 
-Run directories are read with :mod:`einspace.search` (and their tasks' shapes with
-:mod:`einspace.tasks`), imported only when a run is exported.
+Run directories are read with :mod:`einspace.search` (and their tasks with :mod:`einspace.tasks`),
+imported only when a run is exported.  A run's candidate also carries the trainer's input
+transformation (:class:`~.preprocess.Preprocessing`) and raw task rows to verify on, unless
+``bare`` asks for the network alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +31,7 @@ from einspace.heads import check_target
 
 from .errors import ExportError, first_line
 from .locate import Place, locate
+from .preprocess import Preprocessing, input_dtype, value_range
 
 INIT_SEED = 0
 UNTRAINED = {"kind": "untrained", "note": f"random initial weights (torch seed {INIT_SEED}); "
@@ -47,6 +51,7 @@ class Candidate:
     source: dict = field(default_factory=dict)
     task: dict | None = None
     scores: dict = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None  # None: the bare network on float32 tensors
 
     def network(self) -> tuple[nn.Module, dict[str, Place]]:
         """The compiled network in evaluation mode, holding the candidate's weights (or the
@@ -117,9 +122,10 @@ def from_spec(spec: str, input_shape, num_classes: int | None = None, output_sha
 
 
 def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None = None,
-             allow_untrained: bool = False) -> Candidate:
-    """The ``rank``-th best successful trial of a run (default the best), or trial ``trial``."""
-    from einspace.search.engine import read_run_config
+             allow_untrained: bool = False, bare: bool = False) -> Candidate:
+    """The ``rank``-th best successful trial of a run (default the best), or trial ``trial``;
+    it takes the task's raw arrays unless ``bare``."""
+    from einspace.search.engine import load_search_task, read_run_config, search_recipe
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -127,7 +133,9 @@ def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None 
     config = read_run_config(run)
     trials = _trials(run, config)
     chosen, place = _choose(run, trials, rank, trial, allow_untrained)
-    candidate = Candidate(chosen.derivation, *_task_shapes(config),
+    data = load_search_task(config)  # an Unseen-NAS task is memory-mapped
+    candidate = Candidate(chosen.derivation, data.input_shape, data.num_classes,
+                          data.target_shape,
                           source={"kind": "run", "run_dir": str(run.resolve()),
                                   "trial": chosen.index, "rank": place,
                                   "origin": chosen.origin, "status": chosen.status},
@@ -146,7 +154,40 @@ def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None 
             f"missing (a search keeps the weights of its best search.keep_weights = "
             f"{config.search['keep_weights']} trials); --allow-untrained exports the "
             f"architecture with random initial weights")
+    if not bare:
+        final = candidate.weights["kind"] == "final"
+        candidate.preprocessing = task_preprocessing(
+            data, config.task["name"], search_recipe(config).normalize, final)
     return candidate
+
+
+def task_preprocessing(data, task_name: str, normalize: bool, final: bool) -> Preprocessing:
+    """What the trainer did to ``data``'s inputs: float32 and, with ``normalize``, the
+    statistics of the train split (of train + valid for weights of the final evaluation),
+    computed by the trainer's own function."""
+    from einspace.tasks.trainer import fit_normalizer
+
+    fitted = data.for_final() if final else data
+    normalizer = fit_normalizer(fitted) if normalize else None
+    split = "test" if "test" in data.splits else "valid"
+    rows = data.splits[split].x[:3]
+    raw_x = fitted.splits["train"].x
+    missing_axis = task_name.startswith("unseen:") and _stored_without_channels(task_name)
+    if missing_axis:  # the loader added the axis as a view: give the rows as they are stored
+        rows, raw_x = rows[:, 0], raw_x[:, 0]
+    return Preprocessing(normalizer, "train + valid splits (the final evaluation's training "
+                         "data)" if final else "train split", input_dtype(rows.dtype),
+                         tuple(rows.shape[1:]), value_range(raw_x), np.asarray(rows), split,
+                         missing_axis)
+
+
+def _stored_without_channels(task_name: str) -> bool:
+    """Whether an Unseen-NAS task stores its inputs as (N, H, W) (the loader adds C = 1)."""
+    path = Path(task_name.removeprefix("unseen:")) / "train_x.npy"
+    try:
+        return np.load(path, mmap_mode="r").ndim == 3
+    except (OSError, ValueError):
+        return False
 
 
 def _trials(run: Path, config) -> list:
@@ -199,21 +240,6 @@ def _weights_file(run: Path, index: int) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def _task_shapes(config) -> tuple:
-    """(input shape, classes, dense target) of the run's task, without generating its data."""
-    name = config.task["name"]
-    if name.startswith("unseen:"):
-        from einspace.search.engine import load_search_task
-
-        data = load_search_task(config)  # memory-maps the arrays
-        return data.input_shape, data.num_classes, data.target_shape
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-    from einspace.tasks.registry import get_task
-
-    spec = get_task(name)
-    return spec.input_shape, spec.num_classes, spec.target_shape
 
 
 def _scores(run: Path, trial) -> dict:

@@ -3,7 +3,9 @@
 grouped per sample, as in HyperZ·Z·W's local hyper-kernels): then it is the sample's, and the card
 says which node.
 
-Why not the dynamo exporter: on the seeds it is 4-10 times slower and fails where this one does.
+Why not the dynamo exporter (``dynamo=True``, the one torch recommends): it needs the
+``onnxscript`` package, which einspace does not depend on, and on the seeds it was 4-10 times
+slower and failed where this one works; the card records this reason.
 One gap of this exporter is closed here: adaptive average pooling to a size that does not divide
 the input (HyperZ·Z·W's context pooling, dense heads) has no ONNX operator, but with the input
 sizes fixed it is a linear map, so it is written as products with constant pooling matrices.  The
@@ -34,6 +36,9 @@ FILE = "model.onnx"
 OPSET = 17
 POOLS = ("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
 INSTALL = "pip install 'einspace[export]'"
+DYNAMO_REASON = ("the recommended dynamo=True exporter needs onnxscript, not an einspace "
+                 "dependency, and was 4-10 times slower on the seeds and failed where this one "
+                 "works")
 
 
 def pooling_matrix(size: int, out: int) -> torch.Tensor:
@@ -156,6 +161,7 @@ def export_onnx(network: nn.Module, sample: Tensor, out_dir: Path,
         raise ExportError(f"needs the {e.name} package ({INSTALL})", fmt="onnx") from None
     path = out_dir / FILE
     info = {"files": [FILE], "opset": OPSET, "exporter": "torch.onnx.export (dynamo=False)",
+            "exporter_reason": DYNAMO_REASON,
             "input": "input", "output": "output", "batch": "dynamic"}
     try:
         _export(network, (sample,), str(path), dynamic=True)
