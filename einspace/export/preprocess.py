@@ -81,7 +81,7 @@ class Preprocessing:
 
     def batch(self, rows: int) -> Tensor:
         """The first ``rows`` raw samples as the export takes them."""
-        return torch.from_numpy(np.asarray(self.samples[:rows], dtype=self.input_dtype))
+        return torch.from_numpy(np.array(self.samples[:rows], dtype=self.input_dtype))
 
     def network_input(self, raw: Tensor, sample_ndim: int) -> Tensor:
         """The trainer's own computation on a raw batch (the verification's reference)."""

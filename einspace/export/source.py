@@ -157,14 +157,14 @@ def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None 
     if not bare:
         final = candidate.weights["kind"] == "final"
         candidate.preprocessing = task_preprocessing(
-            data, config.task["name"], search_recipe(config).normalize, final)
+            data, _task_dir(config.task), search_recipe(config).normalize, final)
     return candidate
 
 
-def task_preprocessing(data, task_name: str, normalize: bool, final: bool) -> Preprocessing:
+def task_preprocessing(data, task_dir: Path, normalize: bool, final: bool) -> Preprocessing:
     """What the trainer did to ``data``'s inputs: float32 and, with ``normalize``, the
     statistics of the train split (of train + valid for weights of the final evaluation),
-    computed by the trainer's own function."""
+    computed by the trainer's own function; ``task_dir`` holds the task's stored arrays."""
     from einspace.tasks.trainer import fit_normalizer
 
     fitted = data.for_final() if final else data
@@ -172,7 +172,7 @@ def task_preprocessing(data, task_name: str, normalize: bool, final: bool) -> Pr
     split = "test" if "test" in data.splits else "valid"
     rows = data.splits[split].x[:3]
     raw_x = fitted.splits["train"].x
-    missing_axis = task_name.startswith("unseen:") and _stored_without_channels(task_name)
+    missing_axis = _stored_without_channels(task_dir)
     if missing_axis:  # the loader added the axis as a view: give the rows as they are stored
         rows, raw_x = rows[:, 0], raw_x[:, 0]
     return Preprocessing(normalizer, "train + valid splits (the final evaluation's training "
@@ -181,11 +181,19 @@ def task_preprocessing(data, task_name: str, normalize: bool, final: bool) -> Pr
                          missing_axis)
 
 
-def _stored_without_channels(task_name: str) -> bool:
-    """Whether an Unseen-NAS task stores its inputs as (N, H, W) (the loader adds C = 1)."""
-    path = Path(task_name.removeprefix("unseen:")) / "train_x.npy"
+def _task_dir(task: dict) -> Path:
+    """The directory of a run's task arrays (a built-in task's cached copy)."""
+    if task["name"].startswith("unseen:"):
+        return Path(task["name"].removeprefix("unseen:"))
+    from einspace.tasks.registry import build_task
+
+    return build_task(task["name"], task["root"], task["seed"], task["size"])
+
+
+def _stored_without_channels(task_dir: Path) -> bool:
+    """Whether a task stores its inputs as (N, H, W) (the loader adds C = 1)."""
     try:
-        return np.load(path, mmap_mode="r").ndim == 3
+        return np.load(task_dir / "train_x.npy", mmap_mode="r").ndim == 3
     except (OSError, ValueError):
         return False
 
