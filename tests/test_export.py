@@ -23,9 +23,10 @@ from einspace.export import FORMATS, ExportError, check_exports, export, from_ru
 from einspace.export.pipeline import SAMPLE
 from einspace.export.to_onnx import pooling_matrix
 from einspace.search.config import resolve
-from einspace.search.engine import prepare_run_dir
+from einspace.search.engine import load_search_task, prepare_run_dir, read_run_config
 from einspace.search.store import TrialStore, default_url
 from einspace.search.strategy import FAILED, OK, Proposal
+from einspace.tasks.trainer import fit_normalizer
 
 SHAPE = (3, 16, 16)
 RUFF = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ruff"
@@ -80,7 +81,8 @@ def exported(tmp_path_factory):
             for e in done.values()]
     cheat = root / "cheat"  # a model.py that needs einspace must fail the check
     cheat.mkdir()
-    torch.save({"input": torch.zeros(1, 2), "output": torch.zeros(1, 2)}, cheat / SAMPLE)
+    torch.save({"batches": [{"input": torch.zeros(1, 2), "output": torch.zeros(1, 2)}],
+                "fixed_batch": {}}, cheat / SAMPLE)
     (cheat / "model.py").write_text("import einspace\n")
     jobs.append((cheat, SAMPLE, {"pytorch": "model.py"}))
     checks = {(c.dir.name, c.format): c for c in check_exports(jobs)}
@@ -143,8 +145,10 @@ def test_card_describes_the_export(exported):
     assert card["formats"]["torchscript"]["method"] == "torch.jit.script"
     assert card["formats"]["onnx"]["batch"] == "dynamic"
     terminator = json.loads((done["seed-terminator"].out_dir / "card.json").read_text())
-    note = terminator["formats"]["onnx"]["note"]  # a convolution grouped per sample
-    assert "batch size fixed to 2" in note and "hyperzzw_local" in note
+    for fmt in ("pt2", "onnx"):  # HyperZ·Z·W's convolution grouped per sample: dynamic too
+        assert terminator["formats"][fmt]["batch"] == "dynamic"
+        assert "note" not in terminator["formats"][fmt]
+    assert card["input"]["applied_inside_export"] is False  # an architecture: the bare network
 
 
 def test_onnx_pooling_matrices_match_adaptive_pooling():
@@ -209,8 +213,12 @@ def test_export_of_a_run_exports_its_best_trial_with_its_weights(run_dir, tmp_pa
     assert card["num_classes"] == 9 and card["formats"]["pytorch"]["verified"]
     net = einspace.build(einspace.parse(ARCHS[2]), (1, 24, 24), num_classes=9).eval()
     net.load_state_dict(torch.load(run_dir / "weights" / "trial-2.pt", weights_only=True))
-    sample = torch.load(out / SAMPLE, weights_only=True)
-    torch.testing.assert_close(net(sample["input"]), sample["output"])
+    sample = torch.load(out / SAMPLE, weights_only=True)["batches"][-1]
+    raw = sample["input"]  # the task's raw test rows; the network saw them normalised
+    mean, std = fit_normalizer(load_search_task(read_run_config(run_dir))).tensors(3, "cpu")
+    torch.testing.assert_close(net((raw.float() - mean) / std), sample["output"])
+    assert card["input"]["applied_inside_export"] and card["input"]["statistics_of"] == \
+        "train split"
 
 
 def test_rank_and_trial_choose_the_candidate(run_dir):
@@ -294,7 +302,7 @@ def test_unexportable_node_is_named_with_the_reason(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(get(Kind.COMPUTATION, "leakyrelu"), "build", lambda x, ctx: Unexportable())
     out = tmp_path / "out"
     assert run_cli(ARCHS[3], "--input-shape", "1,24,24", "--num-classes", "9", "--out", out,
-                   "--json") == 2
+                   "--format", "all", "--json") == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert err.startswith("einspace: error: ") and "\n" not in err, err

@@ -143,8 +143,12 @@ def export(candidate: Candidate, formats, out_dir: str | Path, *, force: bool = 
 
 
 def model_doc(candidate: Candidate) -> str:
-    """The docstring of the generated ``model.py``."""
+    """The docstring of the generated ``model.py``: what goes in and out, where the rest is."""
     shape = " x ".join(map(str, candidate.input_shape))
+    pre = candidate.preprocessing
+    if pre is not None:
+        shape = (f"raw {pre.input_dtype} {' x '.join(map(str, pre.raw_shape))} task arrays "
+                 f"(normalised inside, as in training)")
     if candidate.num_classes:
         output = f"{candidate.num_classes} class logits"
     elif candidate.output_shape:
@@ -152,16 +156,8 @@ def model_doc(candidate: Candidate) -> str:
     else:
         output = "the backbone's features"
     weights = candidate.weights.get("note") or candidate.weights.get("file", "")
-    paragraphs = [
-        f"einspace architecture {candidate.derivation.hash} as plain PyTorch: generated code "
-        f"that needs torch only.",
-        f"Input: a batch of {shape} tensors; output: {output} per sample.  Weights "
-        f"(state_dict.pt): {weights}.  The derivation, its costs, task and scores are in "
-        f"card.json.",
-        "forward is the network's evaluation-mode computation; the comments name the "
-        "derivation node (path and terminal) each part of the code comes from.",
-    ]
-    usage = ("    from model import load\n\n    model = load()  # reads state_dict.pt beside "
-             "this file\n    y = model(x)")
-    text = [textwrap.fill(p, 96) for p in paragraphs]
-    return "\n\n".join(text[:2] + [usage] + text[2:])
+    text = (f"einspace architecture {candidate.derivation.hash} in plain PyTorch (needs torch "
+            f"only).  ``load()(x)`` maps a batch of {shape} to {output} (evaluation mode); "
+            f"``load`` reads state_dict.pt beside this file ({weights}).  Comments name the "
+            f"derivation node of each part; card.json has the derivation, costs and scores.")
+    return textwrap.fill(text, 96)

@@ -5,6 +5,9 @@ exported for the sample's batch size and the card names the node and the reason.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,9 +26,25 @@ def _export(module: nn.Module, args: tuple, dynamic: bool):
         shapes = ([{0: torch.export.Dim("batch", min=1)} for _ in args[0]],)
     else:
         shapes = tuple({0: torch.export.Dim("batch", min=1)} for _ in args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         return torch.export.export(module, args, dynamic_shapes=shapes if dynamic else None)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No warnings, and none of the graph listings torch.export writes to stderr (through
+    Python and at the file-descriptor level) when an export fails: its error is reported."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null, warnings.catch_warnings(), \
+                contextlib.redirect_stderr(null):
+            warnings.simplefilter("ignore")
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def export_pt2(network: nn.Module, sample: Tensor, out_dir: Path,
