@@ -365,6 +365,8 @@ class _Writer:
         return self.expr(value)
 
     def statement(self, node: fx.Node, target: str) -> list[str]:
+        if node.target is run_blocks:  # its parts may be folded into it: no expressions
+            return self.loop(node, target)
         args = [self.expr(a) for a in node.args]
         kwargs = [f"{k}={self.expr(v)}" for k, v in node.kwargs.items()]
         if node.op == "call_module":
@@ -381,8 +383,6 @@ class _Writer:
             return wrap(f"{lhs}{args[0]}[{self.index(node.args[1])}]")
         if fn is builtins.getattr and len(args) == 2 and isinstance(node.args[1], str):
             return wrap(f"{lhs}{args[0]}.{node.args[1]}")
-        if fn is run_blocks:
-            return self.loop(node, target)
         if fn is builtins.sum:  # a repeated branch's add_tensors: sum(outs[1:], outs[0])
             return call(target, "sum", args + kwargs)
         name = public_name(fn)
