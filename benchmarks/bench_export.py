@@ -53,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cases = architectures(args.samples)
     seconds, failures = defaultdict(list), Counter()
-    batches, lines = Counter(), {"all": [], "clone_tensor8": []}
+    batches, lines = Counter(), {"all": [], "clone_tensor8": [], ">= 20 nodes": []}
     with tempfile.TemporaryDirectory() as root:
         jobs = []
         for name, shape, derivation in cases:
@@ -76,6 +76,8 @@ def main() -> None:
                     lines["all"].append(ratio)
                     if "clone_tensor8" in derivation.text:
                         lines["clone_tensor8"].append(ratio)
+                    if derivation.size >= 20:  # the fixed ~20 lines weigh less
+                        lines[">= 20 nodes"].append(ratio)
         checks = check_exports(jobs, timeout=3600)
     passed = Counter(c.format for c in checks if c.ok and c.batches == (1, 3))
     print(f"{len(cases)} architectures ({len(einspace.seed_names())} seeds, {args.samples} "

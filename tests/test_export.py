@@ -61,6 +61,12 @@ SAMPLED = sampled()
 CASES = [(f"seed-{name}", einspace.load_seed(name), SHAPE, {"num_classes": 10})
          for name in einspace.seed_names()]
 CASES += [(f"{ts}-{i}", d, shape, {"num_classes": 5}) for i, (ts, shape, d) in enumerate(SAMPLED)]
+# a repeated branch inside a repeated branch: 64 LeakyReLUs, written as two loops
+CLONE8 = ("(sequential (routing im2col3k1s1p (computation linear16) col2im) (sequential "
+          "(branching clone_tensor8 (sequential (computation norm) (branching clone_tensor8 "
+          "(sequential (computation leakyrelu) (computation linear16)) add_tensors)) add_tensors) "
+          "(sequential (computation norm) (computation leakyrelu))))")
+CASES += [("clone8-nested", einspace.parse(CLONE8), (3, 8, 8), {"num_classes": 3})]
 # dense heads: adaptive pooling of tokens and of an image map to a grid that does not divide it
 CASES += [("dense-tokens", einspace.parse("(computation linear16)"), (16, 32),
            {"output_shape": (2, 5, 5)}),
@@ -131,6 +137,18 @@ def test_model_py_comments_name_derivation_nodes(exported):
     assert "# /0 (routing, compiled to Conv2d)" in source
     assert "nn.Conv2d(3, 64, kernel_size=(3, 3)" in source
     assert "import einspace" not in source
+
+
+def test_model_py_loops_over_repeated_branches(exported):
+    done, _ = exported
+    source = (done["clone8-nested"].out_dir / "model.py").read_text()
+    derivation = einspace.parse(CLONE8)
+    assert len(source.splitlines()) < 3 * derivation.size, len(source.splitlines())
+    assert source.count("nn.ModuleList([") == 2 and source.count("nn.LeakyReLU()") == 2
+    assert "sum(block(conv1) for block in self.blocks1)" in source
+    state = torch.load(done["clone8-nested"].out_dir / "state_dict.pt", weights_only=True)
+    copies = [k for k in state if k.endswith("fc1.weight") and k.startswith("blocks1.")]
+    assert len(copies) == 64 and not torch.equal(state[copies[0]], state[copies[1]])
 
 
 def test_card_describes_the_export(exported):

@@ -218,8 +218,7 @@ class _Classes:
     def definitions(self) -> list[str]:
         lines = []
         for text, name in self.sources.items():
-            lines += ["", "", f"class {name}(nn.Module):", f'    """{self.docs[name]}"""', "",
-                      text]
+            lines += ["", "", f"class {name}(nn.Module):", f'    """{self.docs[name]}"""', text]
         return lines
 
 
@@ -241,15 +240,9 @@ class _Writer:
         self.values: dict[fx.Node, str] = {}
         self.folded: set[fx.Node] = set()  # nodes written inside another statement
         self.current: Place | None = None  # the node being written
-        self.init_place: Place | None = None  # the node of the last __init__ comment
 
     def place(self, node: fx.Node) -> Place | None:
         return place_of(self.places, node.meta.get(MODULE_META, "")) or self.default
-
-    def init_comment(self) -> None:
-        if self.current is not None and self.current != self.init_place:
-            self.init.append(comment(str(self.current)))
-            self.init_place = self.current
 
     def module_attribute(self, target: str) -> str:
         if target not in self.modules:
@@ -257,7 +250,6 @@ class _Writer:
             text = constructor(module)
             kind = type(module).__name__
             name = self.names.new(SHORT.get(kind) or snake(kind), numbered=True)
-            self.init_comment()
             self.init += wrap(f"{INDENT}self.{name} = {text}")
             self.modules[target] = name
             for key, value in module.state_dict().items():
@@ -275,7 +267,6 @@ class _Writer:
             name = self.names.new(f"{snake(kind)}_{attr}" if owner_name else attr)
             shape = ", ".join(map(str, value.shape))
             dtype = "" if value.dtype == torch.float32 else f", dtype={value.dtype}"
-            self.init_comment()
             empty = f"torch.empty(({shape}{',' if value.dim() == 1 else ''}){dtype})"
             if isinstance(value, nn.Parameter):
                 grad = "" if value.requires_grad else ", requires_grad=False"
@@ -306,23 +297,20 @@ class _Writer:
         attribute = self.names.new("blocks", numbered=True)
         made = f"[{calls[0]} for _ in range({len(calls)})]" if len(set(calls)) == 1 \
             else f"[{', '.join(calls)}]"
-        self.init_comment()
         self.init += wrap(f"{INDENT}self.{attribute} = nn.ModuleList({made})")
         self.state |= {f"{attribute}.{key}": value for key, value in state.items()}
         return attribute
 
-    def loop(self, node: fx.Node, target: str) -> list[str]:
-        """``outs = [block(part) for block, part in zip(self.blocksN, parts)]``."""
+    def loop(self, node: fx.Node) -> str:
+        """``block(x) for block in self.blocksN`` (one input for every copy), else ``block(part)
+        for block, part in zip(self.blocksN, parts)``: the copies applied to their parts."""
         blocks = self.blocks_attribute(node.args[0])
         parts = node.args[1]
         if all(p is parts[0] for p in parts):
-            source = f"[{self.expr(parts[0])}] * {len(parts)}"
-        elif _whole(parts) is not None:
-            source = self.values[_whole(parts)]
-        else:
-            source = self.expr(list(parts))
-        return wrap(f"{INDENT}{target} = [block(part) for block, part in zip(self.{blocks}, "
-                    f"{source})]")
+            return f"block({self.expr(parts[0])}) for block in self.{blocks}"
+        source = self.values[_whole(parts)] if _whole(parts) is not None \
+            else self.expr(list(parts))
+        return f"block(part) for block, part in zip(self.{blocks}, {source})"
 
     def fold(self) -> None:
         """Leave out the indexing of a loop's parts and outputs: the loop takes the parts whole
@@ -334,6 +322,8 @@ class _Writer:
             if source is not None and all(set(p.users) == {node} for p in node.args[1]):
                 self.folded |= set(node.args[1])
             self.folded |= {u for u in node.users if u.target is operator.getitem}
+            if [u.target for u in node.users] == [builtins.sum]:
+                self.folded.add(node)  # written inside the sum as a generator
 
     def expr(self, value) -> str:
         if isinstance(value, fx.Node):
@@ -366,7 +356,7 @@ class _Writer:
 
     def statement(self, node: fx.Node, target: str) -> list[str]:
         if node.target is run_blocks:  # its parts may be folded into it: no expressions
-            return self.loop(node, target)
+            return wrap(f"{INDENT}{target} = [{self.loop(node)}]")
         args = [self.expr(a) for a in node.args]
         kwargs = [f"{k}={self.expr(v)}" for k, v in node.kwargs.items()]
         if node.op == "call_module":
@@ -383,8 +373,8 @@ class _Writer:
             return wrap(f"{lhs}{args[0]}[{self.index(node.args[1])}]")
         if fn is builtins.getattr and len(args) == 2 and isinstance(node.args[1], str):
             return wrap(f"{lhs}{args[0]}.{node.args[1]}")
-        if fn is builtins.sum:  # a repeated branch's add_tensors: sum(outs[1:], outs[0])
-            return call(target, "sum", args + kwargs)
+        if fn is builtins.sum:  # a repeated branch's add_tensors: sum(block(x) for ...)
+            return wrap(f"{lhs}sum({args[0]})")
         name = public_name(fn)
         self.classes.uses_f |= name.startswith("F.")
         return call(target, name, args + kwargs)
@@ -401,7 +391,9 @@ class _Writer:
                     self.values[node] = target
                     continue
                 if node in self.folded:
-                    if node.args[0].target is run_blocks:
+                    if node.target is run_blocks:
+                        self.values[node] = self.loop(node)
+                    elif node.args[0].target is run_blocks:
                         index = self.index(node.args[1])
                         self.values[node] = f"{self.values[node.args[0]]}[{index}]"
                     continue
@@ -425,9 +417,12 @@ class _Writer:
     def inputs(self) -> list[str]:
         return [self.values[n] for n in self.graph.nodes if n.op == "placeholder"]
 
-    def class_body(self) -> str:
+    def class_body(self) -> list[str]:
         """``__init__`` and ``forward`` of the class, as indented source lines."""
         body = self.forward()
+        value = body[-1].removeprefix(f"{INDENT}return ")
+        if len(body) > 1 and body[-2].startswith(f"{INDENT}{value} = "):  # y = f(x); return y
+            body[-2:] = [f"{INDENT}return {body[-2].split(' = ', 1)[1]}"]
         params = ", ".join(f"{name}: torch.Tensor" for name in self.inputs())
         return ["    def __init__(self) -> None:", "        super().__init__()", *self.init, "",
                 f"    def forward(self, {params}) -> torch.Tensor:", *body]
@@ -464,7 +459,7 @@ def generate(root: nn.Module, graph: fx.Graph, places: dict[str, Place],
     if classes.uses_f:
         lines.append("from torch.nn import functional as F")
     lines += [*classes.definitions(), "", "", "class Model(nn.Module):",
-              '    """The exported network (evaluation-mode computation)."""', "", *body, "", "",
+              '    """The exported network (evaluation-mode computation)."""', *body, "", "",
               'def load(weights: str | Path = Path(__file__).with_name("state_dict.pt")) '
               '-> Model:',
               '    """A ``Model`` holding the exported weights, in evaluation mode."""',

@@ -156,8 +156,7 @@ def model_doc(candidate: Candidate) -> str:
     else:
         output = "the backbone's features"
     weights = candidate.weights.get("note") or candidate.weights.get("file", "")
-    text = (f"einspace architecture {candidate.derivation.hash} in plain PyTorch (needs torch "
-            f"only).  ``load()(x)`` maps a batch of {shape} to {output} (evaluation mode); "
-            f"``load`` reads state_dict.pt beside this file ({weights}).  Comments name the "
-            f"derivation node of each part; card.json has the derivation, costs and scores.")
+    text = (f"einspace architecture {candidate.derivation.hash} in plain PyTorch (torch only):"
+            f" ``load()(x)`` maps a batch of {shape} to {output}; ``load`` reads state_dict.pt "
+            f"({weights}).  Comments name derivation nodes; card.json has the rest.")
     return textwrap.fill(text, 96)

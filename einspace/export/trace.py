@@ -51,9 +51,8 @@ class _Tracer(fx.Tracer):
                 outs = self.create_proxy("call_function", run_blocks,
                                          (f"{self.stack[-1]}.inners", list(parts)), {},
                                          name="outs")
-                if isinstance(m.merge, AddModule):  # the same additions, in one line
-                    return self.create_proxy("call_function", sum, (outs[1:], outs[0]), {},
-                                             name="total")
+                if isinstance(m.merge, AddModule):  # 0 + the same additions, in one line
+                    return self.create_proxy("call_function", sum, (outs,), {}, name="total")
                 return m.merge([outs[i] for i in range(len(m.inners))])
             return super().call_module(m, forward, args, kwargs)
         except Exception:
