@@ -345,3 +345,24 @@ def test_force_replaces_an_earlier_export(tmp_path):
     assert list(card["formats"]) == ["torchscript"] and card["output_shape"] == [1, 24, 16]
     assert card["num_classes"] is None and card["sample"]["checked_in"] == "not checked"
     assert not (out / "model.py").exists()
+
+
+def test_task_gives_an_architecture_its_shapes_and_raw_inputs(run_dir, tmp_path, capsys):
+    out = tmp_path / "task"
+    weights = run_dir / "weights" / "trial-2.pt"
+    assert run_cli(ARCHS[2], "--task", "language_lite", "--task-size", "small", "--weights",
+                   weights, "--format", "onnx", "--out", out) == 0
+    assert "raw float32 arrays (batch, 1, 24, 24)" in capsys.readouterr().out
+    card = json.loads((out / "card.json").read_text())
+    assert card["num_classes"] == 9 and card["formats"]["onnx"]["verified_batches"] == [1, 3]
+    data = load_search_task(read_run_config(run_dir))
+    norm = fit_normalizer(data)
+    assert card["input"]["mean"] == pytest.approx(norm.mean.tolist())
+    net = einspace.build(einspace.parse(ARCHS[2]), (1, 24, 24), num_classes=9).eval()
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    sample = torch.load(out / SAMPLE, weights_only=True)["batches"][-1]
+    torch.testing.assert_close(sample["input"], torch.tensor(data.splits["test"].x[:3]))
+    mean, std = norm.tensors(3, "cpu")
+    torch.testing.assert_close(net((sample["input"] - mean) / std), sample["output"])
+    assert run_cli(ARCHS[2], "--bare", "--input-shape", "1,24,24", "--out", tmp_path / "b") == 2
+    assert "--bare applies to a run directory or --task" in error_of(capsys)

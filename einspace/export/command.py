@@ -6,11 +6,13 @@
     einspace export results/addnist-re --trial 17 --format pytorch --out t17/
     einspace export resnet18 --input-shape 3,32,32 --num-classes 10 --weights rn18.pt \\
         --format torchscript --out rn18/
+    einspace export my_net.txt --task addnist_lite --weights w.pt --out w/  # raw task arrays
 
 A run directory gives the task's shapes and the trial's trained weights, and its export takes the
 task's raw arrays (the trainer's normalisation is its first operation; ``--bare`` exports the
 network alone); an architecture (text, a file, a seed name) needs ``--input-shape`` and exports
-random initial weights unless ``--weights`` is given.  Formats that fail are reported with the
+random initial weights unless ``--weights`` is given; with ``--task`` the task gives its shapes
+and the export takes its raw arrays, like a run's.  Formats that fail are reported with the
 node and the reason (exit 2) after the others are written.
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 from einspace.errors import EinspaceError
 
 from .pipeline import DEFAULT_FORMAT, FORMATS, export
-from .source import from_run, from_spec
+from .source import from_run, from_spec, from_task
 
 FLAGS_OF_ARCHITECTURES = ("input_shape", "num_classes", "output_shape", "weights")
 
@@ -38,11 +40,23 @@ def cmd_export(args) -> None:
         candidate = from_run(args.source, rank=args.rank, trial=args.trial,
                              allow_untrained=args.allow_untrained, bare=args.bare)
     else:
-        if args.rank is not None or args.trial is not None or args.bare:
-            raise EinspaceError(f"--rank, --trial and --bare apply to a run directory, and "
+        if args.rank is not None or args.trial is not None:
+            raise EinspaceError(f"--rank and --trial choose a trial of a run directory, and "
                                 f"{args.source!r} is not a directory")
-        candidate = from_spec(args.source, args.input_shape, args.num_classes, args.output_shape,
-                              args.weights)
+        if args.task is not None:
+            given = [f"--{f.replace('_', '-')}" for f in FLAGS_OF_ARCHITECTURES[:3]
+                     if getattr(args, f) is not None]
+            if given:
+                raise EinspaceError(f"{', '.join(given)} cannot be used with --task (the task "
+                                    f"gives the shapes)")
+            candidate = from_task(args.source, args.task, args.weights, size=args.task_size,
+                                  seed=args.task_seed, bare=args.bare)
+        elif args.bare:
+            raise EinspaceError("--bare applies to a run directory or --task (an architecture "
+                                "alone is always exported bare)")
+        else:
+            candidate = from_spec(args.source, args.input_shape, args.num_classes,
+                                  args.output_shape, args.weights)
     formats = FORMATS if args.format == "all" else (args.format,)
     done = export(candidate, formats, args.out, force=args.force)
     if done.card is not None:
@@ -101,8 +115,13 @@ def add_export_command(sub, input_shape, positive_int) -> None:
     which.add_argument("--trial", type=int, help="a run's trial by its index")
     p.add_argument("--allow-untrained", action="store_true",
                    help="export a run's trial without weights (random initial weights)")
-    p.add_argument("--bare", action="store_true", help="export a run's network without the "
-                   "trainer's input normalisation (it then takes normalised float32 tensors)")
+    p.add_argument("--bare", action="store_true", help="export a run's (or --task's) network "
+                   "without the trainer's input normalisation (it then takes normalised float32 "
+                   "tensors)")
+    p.add_argument("--task", help="the task an architecture's --weights were trained on (a "
+                   "built-in name or unseen:/path): gives the shapes and the input normalisation")
+    p.add_argument("--task-size", default="default", help="the built-in task's size")
+    p.add_argument("--task-seed", type=int, default=0, help="the built-in task's seed")
     p.add_argument("--input-shape", type=input_shape, help="C,H,W or N,D (architectures only)")
     p.add_argument("--num-classes", type=positive_int, help="a classification head")
     p.add_argument("--output-shape", type=input_shape, help="a dense head: C,H,W or H,W")

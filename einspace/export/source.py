@@ -2,13 +2,14 @@
 
 A :class:`Candidate` comes from a search run directory (its best successful trial, the K-th best
 with ``rank``, or one trial by ``trial`` index; its task gives the shapes; the retrained weights of
-``final/`` win over the search-trained ones of ``weights/``) or from an architecture given as text,
-a file or a seed name (the shapes given by the user, weights optional).  Every problem -- a trial
-that failed or does not exist, a missing or unreadable weights file, a corrupted trial database --
-is an :class:`ExportError` or another :class:`EinspaceError` that says what to do.
+``final/`` win over the search-trained ones of ``weights/``), from an architecture and weights
+trained on a task (:func:`from_task`: the task gives the shapes), or from an architecture given
+as text, a file or a seed name (the shapes given by the user, weights optional).  Every problem
+-- a trial that failed or does not exist, a missing or unreadable weights file, a corrupted trial
+database -- is an :class:`ExportError` or another :class:`EinspaceError` that says what to do.
 
 Run directories are read with :mod:`einspace.search` (and their tasks with :mod:`einspace.tasks`),
-imported only when a run is exported.  A run's candidate also carries the trainer's input
+imported only when a run is exported.  A run's or task's candidate also carries the trainer's input
 transformation (:class:`~.preprocess.Preprocessing`) and raw task rows to verify on, unless
 ``bare`` asks for the network alone.
 """
@@ -118,6 +119,24 @@ def from_spec(spec: str, input_shape, num_classes: int | None = None, output_sha
     if weights is not None:
         candidate.state_dict = read_state_dict(weights)
         candidate.weights = {"kind": "file", "file": str(Path(weights).resolve())}
+    return candidate
+
+
+def from_task(spec: str, task: str, weights: str | Path | None = None, *, size: str = "default",
+              seed: int = 0, bare: bool = False) -> Candidate:
+    """An architecture with (optional) weights trained on ``task`` (a built-in name or
+    ``unseen:/path``) by einspace's trainer: the task gives the shapes and, unless ``bare``, the
+    trainer's input transformation with the task's train-split statistics."""
+    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
+    from einspace.tasks.registry import load_task, task_recipe
+
+    data = load_task(task, seed=seed, size=size)
+    candidate = from_spec(spec, data.input_shape, data.num_classes, data.target_shape, weights)
+    candidate.task = {"name": task, "size": size, "seed": seed}
+    if not bare:
+        directory = _task_dir({"name": task, "root": None, "seed": seed, "size": size})
+        candidate.preprocessing = task_preprocessing(data, directory,
+                                                     task_recipe(task).normalize, final=False)
     return candidate
 
 
