@@ -102,3 +102,44 @@ def test_bare_export_takes_normalised_inputs(searched, tmp_path):
     done = export(from_run(searched, bare=True), ("pt2",), tmp_path / "bare")
     assert not done.failures and not done.card["input"]["applied_inside_export"]
     assert done.card["sample"]["inputs"].startswith("seeded random")
+
+
+@pytest.mark.slow
+def test_uint8_images_stored_without_channels_export_raw(tmp_path):
+    """An Unseen-NAS task of uint8 (N, H, W) images: the export adds the channel axis, casts and
+    normalises inside, and scores the trainer's own test accuracy on the stored arrays."""
+    import torch
+
+    import einspace
+    from einspace.export import from_task
+    from einspace.tasks.recipe import Recipe
+    from einspace.tasks.registry import load_task
+    from einspace.tasks.trainer import evaluate, train
+
+    rng = np.random.default_rng(0)
+    task_dir = tmp_path / "digits"
+    task_dir.mkdir()
+    for split, n in (("train", 96), ("valid", 32), ("test", 32)):
+        y = np.arange(n) % 3
+        x = rng.integers(0, 60, (n, 8, 8)) + (y * 60)[:, None, None]  # class sets the level
+        np.save(task_dir / f"{split}_x.npy", x.astype(np.uint8))
+        np.save(task_dir / f"{split}_y.npy", y.astype(np.int64))
+    task = f"unseen:{task_dir}"
+    data = load_task(task)
+    arch = "(sequential (computation norm) (computation linear16))"
+    derivation = einspace.parse(arch)
+    result = train(lambda: einspace.build(derivation, data.input_shape, num_classes=3), data,
+                   Recipe(epochs=15, batch_size=32, device="cpu"), keep_model=True)
+    torch.save(result.model.state_dict(), tmp_path / "w.pt")
+    done = export(from_task(arch, task, tmp_path / "w.pt"), ("pt2", "onnx"), tmp_path / "out")
+    assert not done.failures, done.failures
+    entry = done.card["input"]
+    assert entry["input_dtype"] == "uint8" and entry["input_shape"] == ["batch", 8, 8]
+    assert entry["steps"][0] == "add a channel axis (dim 1)" and entry["input_range"][1] >= 120
+    raw = np.load(task_dir / "test_x.npy")
+    model = torch.export.load(str(done.out_dir / "model.pt2")).module()
+    with torch.no_grad():
+        accuracy = (model(torch.from_numpy(raw)).argmax(1).numpy() == data.splits["test"].y)
+    expected = evaluate(result.model, data, "test", recipe=Recipe(device="cpu"))
+    assert float(accuracy.mean()) == pytest.approx(expected, abs=1e-9)
+    assert expected > 0.5  # trained: a transformation lost would show
