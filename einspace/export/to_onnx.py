@@ -1,17 +1,15 @@
-"""ONNX export with the TorchScript-based ``torch.onnx.export`` (``dynamo=False``), checked with
-``onnx.checker``.  The batch dimension is dynamic unless a node needs it fixed (a convolution
-grouped per sample, as in HyperZ·Z·W's local hyper-kernels): then it is the sample's, and the card
-says which node.
+"""ONNX export with ``torch.onnx.export(dynamo=True)``, the exporter torch recommends (it needs
+the ``onnxscript`` package), with a dynamic batch dimension; where it fails or onnxscript is
+missing, with the TorchScript-based one (``dynamo=False``), and the card says why.  Every file is
+checked with ``onnx.checker``.  The TorchScript-based export keeps a dynamic batch too unless a
+node needs it fixed (then it is the sample's, and the card names the node).
 
-Why not the dynamo exporter (``dynamo=True``, the one torch recommends): it needs the
-``onnxscript`` package, which einspace does not depend on, and on the seeds it was 4-10 times
-slower and failed where this one works; the card records this reason.
-One gap of this exporter is closed here: adaptive average pooling to a size that does not divide
-the input (HyperZ·Z·W's context pooling, dense heads) has no ONNX operator, but with the input
-sizes fixed it is a linear map, so it is written as products with constant pooling matrices.  The
-exporter's shape inference loses those sizes behind some operations once the batch is dynamic (a
-``group_dim`` split before HyperZ·Z·W's pooling), so they are also recorded from a forward pass
-on the sample and read from there when the graph does not know them.
+One gap of the TorchScript-based exporter is closed here: adaptive average pooling to a size that
+does not divide the input (HyperZ·Z·W's context pooling, dense heads) has no ONNX operator, but
+with the input sizes fixed it is a linear map, so it is written as products with constant pooling
+matrices.  That exporter's shape inference loses those sizes behind some operations once the
+batch is dynamic (a ``group_dim`` split before HyperZ·Z·W's pooling), so they are also recorded
+from a forward pass on the sample and read from there when the graph does not know them.
 """
 
 from __future__ import annotations
@@ -31,14 +29,14 @@ from torch.overrides import TorchFunctionMode
 from .culprit import find_culprit
 from .errors import ExportError, first_line
 from .locate import Place
+from .to_pt2 import silenced_stderr
 
 FILE = "model.onnx"
 OPSET = 17
 POOLS = ("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
 INSTALL = "pip install 'einspace[export]'"
-DYNAMO_REASON = ("the recommended dynamo=True exporter needs onnxscript, not an einspace "
-                 "dependency, and was 4-10 times slower on the seeds and failed where this one "
-                 "works")
+NO_ONNXSCRIPT = ("torch.onnx.export(dynamo=True), the exporter torch recommends, needs the "
+                 f"onnxscript package ({INSTALL})")
 
 
 def pooling_matrix(size: int, out: int) -> torch.Tensor:
@@ -160,9 +158,46 @@ def export_onnx(network: nn.Module, sample: Tensor, out_dir: Path,
     except ImportError as e:
         raise ExportError(f"needs the {e.name} package ({INSTALL})", fmt="onnx") from None
     path = out_dir / FILE
-    info = {"files": [FILE], "opset": OPSET, "exporter": "torch.onnx.export (dynamo=False)",
-            "exporter_reason": DYNAMO_REASON,
-            "input": "input", "output": "output", "batch": "dynamic"}
+    info = {"files": [FILE], "exporter": "torch.onnx.export (dynamo=True)", "input": "input",
+            "output": "output", "batch": "dynamic"}
+    why_not = _export_dynamo(network, sample, path)
+    if why_not is None:
+        info["opset"] = next(o.version for o in onnx.load(str(path)).opset_import
+                             if o.domain in ("", "ai.onnx"))
+    else:
+        info |= {"exporter": "torch.onnx.export (dynamo=False)", "exporter_reason": why_not,
+                 "opset": OPSET}
+        _export_torchscript_based(network, sample, path, places, info)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise ExportError(f"onnx.checker rejects the exported model ({first_line(e)})",
+                          fmt="onnx") from None
+    info["checker"] = "onnx.checker.check_model(full_check=True) passed"
+    return info
+
+
+def _export_dynamo(network: nn.Module, sample: Tensor, path: Path) -> str | None:
+    """Write ``path`` with the dynamo exporter; None when that worked, else why not."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter writes its graph with it)
+    except ImportError:
+        return NO_ONNXSCRIPT
+    try:
+        with _quiet(), silenced_stderr():
+            program = torch.onnx.export(network, (sample,), dynamo=True, verbose=False,
+                                        input_names=["input"], output_names=["output"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            program.save(str(path))
+    except Exception as e:
+        path.unlink(missing_ok=True)
+        return f"torch.onnx.export(dynamo=True) fails ({first_line(e)})"
+    return None
+
+
+def _export_torchscript_based(network: nn.Module, sample: Tensor, path: Path,
+                              places: dict[str, Place], info: dict) -> None:
+    """Write ``path`` with ``dynamo=False``, with a fixed batch size only where needed."""
     try:
         _export(network, (sample,), str(path), dynamic=True)
     except Exception as dynamic_error:
@@ -177,13 +212,6 @@ def export_onnx(network: nn.Module, sample: Tensor, out_dir: Path,
         info["batch"] = sample.shape[0]
         info["note"] = (f"batch size fixed to {sample.shape[0]}: a dynamic batch fails{where} "
                         f"({reason})")
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:
-        raise ExportError(f"onnx.checker rejects the exported model ({first_line(e)})",
-                          fmt="onnx") from None
-    info["checker"] = "onnx.checker.check_model(full_check=True) passed"
-    return info
 
 
 def _blame(network: nn.Module, places: dict[str, Place], sample: Tensor, error: Exception,

@@ -26,12 +26,12 @@ def _export(module: nn.Module, args: tuple, dynamic: bool):
         shapes = ([{0: torch.export.Dim("batch", min=1)} for _ in args[0]],)
     else:
         shapes = tuple({0: torch.export.Dim("batch", min=1)} for _ in args)
-    with _quiet():
+    with silenced_stderr():
         return torch.export.export(module, args, dynamic_shapes=shapes if dynamic else None)
 
 
 @contextlib.contextmanager
-def _quiet():
+def silenced_stderr():
     """No warnings, and none of the graph listings torch.export writes to stderr (through
     Python and at the file-descriptor level) when an export fails: its error is reported."""
     sys.stderr.flush()
