@@ -5,9 +5,10 @@ Run as ``python -m benchmarks.bench_export [--samples 200] [--formats pt2,onnx,p
 seeds (at 3x16x16) and ``--samples`` small sampled architectures (half from the einspace
 terminals, half from the seed-paper set; input shapes 3x16x16, 1x24x24 and 16x32 in turn) are
 exported with random weights and all checked in one einspace-free process at batch sizes 1 and
-3.  It prints per format how many exported, with a dynamic batch, and passed the check, the
-seconds per export, and ``model.py`` lines per derivation node (goal: at most 3), separately for
-the architectures holding a ``clone_tensor8``.
+3.  It prints per format how many exported, with a dynamic batch, passed the check and were
+written by a fallback exporter (ONNX: ``dynamo=False``), the seconds per export, and
+``model.py`` lines per derivation node (goal: at most 3), also for the architectures holding a
+``clone_tensor8`` and for those of at least 20 nodes.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
     formats = args.formats.split(",")
     torch.set_num_threads(1)
     cases = architectures(args.samples)
-    seconds, failures = defaultdict(list), Counter()
+    seconds, failures, fallbacks = defaultdict(list), Counter(), Counter()
     batches, lines = Counter(), {"all": [], "clone_tensor8": [], ">= 20 nodes": []}
     with tempfile.TemporaryDirectory() as root:
         jobs = []
@@ -70,6 +71,8 @@ def main() -> None:
                     continue
                 entry = done.card["formats"][fmt]
                 batches[fmt, entry.get("batch", "dynamic")] += 1
+                if "exporter_reason" in entry:  # ONNX written by the fallback exporter
+                    fallbacks[fmt] += 1
                 jobs.append((out, SAMPLE, {fmt: entry["files"][0]}))
                 if fmt == "pytorch":
                     ratio = len((out / "model.py").read_text().splitlines()) / derivation.size
@@ -85,8 +88,9 @@ def main() -> None:
     for fmt in formats:
         fixed = sum(n for (f, b), n in batches.items() if f == fmt and b != "dynamic")
         print(f"  {fmt:8s} exported {len(cases) - failures[fmt]}, dynamic batch "
-              f"{batches[fmt, 'dynamic']}, fixed {fixed}, passed {passed[fmt]}; "
-              f"median {statistics.median(seconds[fmt]):.2f} s per export")
+              f"{batches[fmt, 'dynamic']}, fixed {fixed}, passed {passed[fmt]}, by a fallback "
+              f"exporter {fallbacks[fmt]}; median {statistics.median(seconds[fmt]):.2f} s per "
+              f"export")
     for group, ratios in lines.items():
         if ratios:
             print(f"  model.py lines per derivation node ({group}, {len(ratios)}): median "
