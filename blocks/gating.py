@@ -256,6 +256,22 @@ class HyperChannelGate(Terminal):
         return {"hidden": self.hidden, "layers": self.layers, "omega_0": OMEGA_0}
 
 
+def _exporting_to_onnx() -> bool:
+    """True while ``torch.onnx.export`` traces the module (never in TorchScript)."""
+    return torch.onnx.is_in_onnx_export()
+
+
+def _per_sample_depthwise(x: Tensor, kernels: Tensor, k: int) -> Tensor:
+    """The per-sample depth-wise convolution of :class:`HyperZZWLocalModule` as patches times
+    kernels, for ONNX: its convolution groups ``B * C`` channels, and an ONNX ``Conv`` needs a
+    constant group count, so a dynamic batch could not be exported (it failed with "unsupported
+    operand type(s) for %: 'NoneType' and 'int'").  Equal to the grouped convolution up to the
+    order of the k*k additions; training keeps the convolution, so its numerics are unchanged."""
+    b, c, h, w = x.shape
+    patches = F.unfold(x, k, padding=(k - 1) // 2).reshape(b, c, k * k, h * w)
+    return (patches * kernels.reshape(b, c, k * k, 1)).sum(2).reshape(b, c, h, w)
+
+
 class HyperZZWLocalModule(nn.Module):
     """Local HyperZ·Z·W (``HyperZZW_L`` + ``LocalConv`` + ``MAGNet_L``), per-sample context:
 
@@ -282,7 +298,13 @@ class HyperZZWLocalModule(nn.Module):
         g = F.adaptive_avg_pool2d(x, [k, k]).flatten(2).transpose(1, 2)
         g = F.gelu(self.context(self.reduce(g)))
         kernels = self.slow(g).transpose(1, 2).reshape(b * c, 1, k, k)
-        z = F.conv2d(x.reshape(1, b * c, h, w), kernels, None, 1, (k - 1) // 2, 1, b * c)
+        grouped = True
+        if not torch.jit.is_scripting():  # TorchScript does not compile this branch
+            grouped = not _exporting_to_onnx()
+        if grouped:
+            z = F.conv2d(x.reshape(1, b * c, h, w), kernels, None, 1, (k - 1) // 2, 1, b * c)
+        else:
+            z = _per_sample_depthwise(x, kernels, k)
         z = F.conv2d(z.reshape(b, c, h, w), self.mixer_weight, self.mixer_bias)
         return F.gelu(self.norm(z)) + self.bias
 

@@ -23,9 +23,10 @@ from einspace.export import FORMATS, ExportError, check_exports, export, from_ru
 from einspace.export.pipeline import SAMPLE
 from einspace.export.to_onnx import pooling_matrix
 from einspace.search.config import resolve
-from einspace.search.engine import prepare_run_dir
+from einspace.search.engine import load_search_task, prepare_run_dir, read_run_config
 from einspace.search.store import TrialStore, default_url
 from einspace.search.strategy import FAILED, OK, Proposal
+from einspace.tasks.trainer import fit_normalizer
 
 SHAPE = (3, 16, 16)
 RUFF = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ruff"
@@ -60,6 +61,12 @@ SAMPLED = sampled()
 CASES = [(f"seed-{name}", einspace.load_seed(name), SHAPE, {"num_classes": 10})
          for name in einspace.seed_names()]
 CASES += [(f"{ts}-{i}", d, shape, {"num_classes": 5}) for i, (ts, shape, d) in enumerate(SAMPLED)]
+# a repeated branch inside a repeated branch: 64 LeakyReLUs, written as two loops
+CLONE8 = ("(sequential (routing im2col3k1s1p (computation linear16) col2im) (sequential "
+          "(branching clone_tensor8 (sequential (computation norm) (branching clone_tensor8 "
+          "(sequential (computation leakyrelu) (computation linear16)) add_tensors)) add_tensors) "
+          "(sequential (computation norm) (computation leakyrelu))))")
+CASES += [("clone8-nested", einspace.parse(CLONE8), (3, 8, 8), {"num_classes": 3})]
 # dense heads: adaptive pooling of tokens and of an image map to a grid that does not divide it
 CASES += [("dense-tokens", einspace.parse("(computation linear16)"), (16, 32),
            {"output_shape": (2, 5, 5)}),
@@ -80,7 +87,8 @@ def exported(tmp_path_factory):
             for e in done.values()]
     cheat = root / "cheat"  # a model.py that needs einspace must fail the check
     cheat.mkdir()
-    torch.save({"input": torch.zeros(1, 2), "output": torch.zeros(1, 2)}, cheat / SAMPLE)
+    torch.save({"batches": [{"input": torch.zeros(1, 2), "output": torch.zeros(1, 2)}],
+                "fixed_batch": {}}, cheat / SAMPLE)
     (cheat / "model.py").write_text("import einspace\n")
     jobs.append((cheat, SAMPLE, {"pytorch": "model.py"}))
     checks = {(c.dir.name, c.format): c for c in check_exports(jobs)}
@@ -131,6 +139,18 @@ def test_model_py_comments_name_derivation_nodes(exported):
     assert "import einspace" not in source
 
 
+def test_model_py_loops_over_repeated_branches(exported):
+    done, _ = exported
+    source = (done["clone8-nested"].out_dir / "model.py").read_text()
+    derivation = einspace.parse(CLONE8)
+    assert len(source.splitlines()) < 3 * derivation.size, len(source.splitlines())
+    assert source.count("nn.ModuleList([") == 2 and source.count("nn.LeakyReLU()") == 2
+    assert "sum(block(conv1) for block in self.blocks1)" in source
+    state = torch.load(done["clone8-nested"].out_dir / "state_dict.pt", weights_only=True)
+    copies = [k for k in state if k.endswith("fc1.weight") and k.startswith("blocks1.")]
+    assert len(copies) == 64 and not torch.equal(state[copies[0]], state[copies[1]])
+
+
 def test_card_describes_the_export(exported):
     done, _ = exported
     card = json.loads((done["seed-slab"].out_dir / "card.json").read_text())
@@ -143,8 +163,10 @@ def test_card_describes_the_export(exported):
     assert card["formats"]["torchscript"]["method"] == "torch.jit.script"
     assert card["formats"]["onnx"]["batch"] == "dynamic"
     terminator = json.loads((done["seed-terminator"].out_dir / "card.json").read_text())
-    note = terminator["formats"]["onnx"]["note"]  # a convolution grouped per sample
-    assert "batch size fixed to 2" in note and "hyperzzw_local" in note
+    for fmt in ("pt2", "onnx"):  # HyperZ·Z·W's convolution grouped per sample: dynamic too
+        assert terminator["formats"][fmt]["batch"] == "dynamic"
+        assert "note" not in terminator["formats"][fmt]
+    assert card["input"]["applied_inside_export"] is False  # an architecture: the bare network
 
 
 def test_onnx_pooling_matrices_match_adaptive_pooling():
@@ -209,8 +231,12 @@ def test_export_of_a_run_exports_its_best_trial_with_its_weights(run_dir, tmp_pa
     assert card["num_classes"] == 9 and card["formats"]["pytorch"]["verified"]
     net = einspace.build(einspace.parse(ARCHS[2]), (1, 24, 24), num_classes=9).eval()
     net.load_state_dict(torch.load(run_dir / "weights" / "trial-2.pt", weights_only=True))
-    sample = torch.load(out / SAMPLE, weights_only=True)
-    torch.testing.assert_close(net(sample["input"]), sample["output"])
+    sample = torch.load(out / SAMPLE, weights_only=True)["batches"][-1]
+    raw = sample["input"]  # the task's raw test rows; the network saw them normalised
+    mean, std = fit_normalizer(load_search_task(read_run_config(run_dir))).tensors(3, "cpu")
+    torch.testing.assert_close(net((raw.float() - mean) / std), sample["output"])
+    assert card["input"]["applied_inside_export"] and card["input"]["statistics_of"] == \
+        "train split"
 
 
 def test_rank_and_trial_choose_the_candidate(run_dir):
@@ -294,7 +320,7 @@ def test_unexportable_node_is_named_with_the_reason(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(get(Kind.COMPUTATION, "leakyrelu"), "build", lambda x, ctx: Unexportable())
     out = tmp_path / "out"
     assert run_cli(ARCHS[3], "--input-shape", "1,24,24", "--num-classes", "9", "--out", out,
-                   "--json") == 2
+                   "--format", "all", "--json") == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert err.startswith("einspace: error: ") and "\n" not in err, err
@@ -319,3 +345,24 @@ def test_force_replaces_an_earlier_export(tmp_path):
     assert list(card["formats"]) == ["torchscript"] and card["output_shape"] == [1, 24, 16]
     assert card["num_classes"] is None and card["sample"]["checked_in"] == "not checked"
     assert not (out / "model.py").exists()
+
+
+def test_task_gives_an_architecture_its_shapes_and_raw_inputs(run_dir, tmp_path, capsys):
+    out = tmp_path / "task"
+    weights = run_dir / "weights" / "trial-2.pt"
+    assert run_cli(ARCHS[2], "--task", "language_lite", "--task-size", "small", "--weights",
+                   weights, "--format", "onnx", "--out", out) == 0
+    assert "raw float32 arrays (batch, 1, 24, 24)" in capsys.readouterr().out
+    card = json.loads((out / "card.json").read_text())
+    assert card["num_classes"] == 9 and card["formats"]["onnx"]["verified_batches"] == [1, 3]
+    data = load_search_task(read_run_config(run_dir))
+    norm = fit_normalizer(data)
+    assert card["input"]["mean"] == pytest.approx(norm.mean.tolist())
+    net = einspace.build(einspace.parse(ARCHS[2]), (1, 24, 24), num_classes=9).eval()
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    sample = torch.load(out / SAMPLE, weights_only=True)["batches"][-1]
+    torch.testing.assert_close(sample["input"], torch.tensor(data.splits["test"].x[:3]))
+    mean, std = norm.tensors(3, "cpu")
+    torch.testing.assert_close(net((sample["input"] - mean) / std), sample["output"])
+    assert run_cli(ARCHS[2], "--bare", "--input-shape", "1,24,24", "--out", tmp_path / "b") == 2
+    assert "--bare applies to a run directory or --task" in error_of(capsys)

@@ -10,7 +10,10 @@ Here instead:
 * every other tensor the graph reads (parameters and buffers of einspace modules) becomes a
   parameter or buffer of the same shape, filled from the state_dict this module also returns;
 * ``forward`` is the graph, one statement per operation, with infix operators, public names
-  (``F.gelu``), and a comment naming the derivation node wherever it changes.
+  (``F.gelu``), and a comment naming the derivation node wherever it changes;
+* a repeated branch (one inner module built k times, see :func:`.trace.run_blocks`) is one
+  generated ``Block`` class, k copies in an ``nn.ModuleList`` and a loop, instead of k unrolled
+  copies of its code.
 
 Whatever cannot be written that way (a call outside torch, a constant with no literal) is an
 :class:`ExportError` naming the node.
@@ -34,7 +37,7 @@ from torch.nn import functional as F
 
 from .errors import ExportError
 from .locate import Place, place_of
-from .trace import MODULE_META
+from .trace import MODULE_META, run_blocks, trace_block
 
 WIDTH, INDENT = 99, " " * 8  # the line width; the indent of statements in methods
 INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
@@ -45,7 +48,8 @@ INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.trued
 PREFIX = {operator.neg: "-", operator.pos: "+", operator.invert: "~"}
 NAMESPACES = (("F", F), ("torch", torch), ("torch.linalg", torch.linalg),
               ("torch.fft", torch.fft), ("torch.special", torch.special))
-RESERVED = {"self", "torch", "nn", "F", "Path", "Model", "load", *keyword.kwlist, *dir(builtins)}
+RESERVED = {"self", "torch", "nn", "F", "Path", "Model", "load", "block", "part", *keyword.kwlist,
+            *dir(builtins)}
 SHORT = {"Linear": "fc", "Conv1d": "conv", "Conv2d": "conv", "BatchNorm1d": "bn",
          "BatchNorm2d": "bn", "LayerNorm": "ln"}  # torch.nn classes -> attribute names
 
@@ -195,30 +199,50 @@ def comment(text: str) -> str:
     return f"{INDENT}# {text[:keep]}...{text[-keep:]}"
 
 
-class _Writer:
-    """Writes ``Model`` for one graph of ``root``; ``state`` is the matching state_dict."""
+class _Classes:
+    """The ``Block`` classes of one ``model.py``: each distinct body once, in definition order."""
 
-    def __init__(self, root: nn.Module, graph: fx.Graph, places: dict[str, Place]):
+    def __init__(self):
+        self.sources: dict[str, str] = {}  # class body -> class name
+        self.docs: dict[str, str] = {}  # class name -> docstring
+        self.uses_f = False
+
+    def name_of(self, body: list[str], doc: str) -> str:
+        text = "\n".join(body)
+        if text not in self.sources:
+            name = f"Block{len(self.sources) + 1}"
+            self.sources[text] = name
+            self.docs[name] = doc
+        return self.sources[text]
+
+    def definitions(self) -> list[str]:
+        lines = []
+        for text, name in self.sources.items():
+            lines += ["", "", f"class {name}(nn.Module):", f'    """{self.docs[name]}"""', text]
+        return lines
+
+
+class _Writer:
+    """Writes a module class for one graph of ``root``; ``state`` is the matching state_dict."""
+
+    def __init__(self, root: nn.Module, graph: fx.Graph, places: dict[str, Place],
+                 classes: _Classes, default: Place | None = None):
         self.root = root
         self.graph = graph
         self.places = places
+        self.classes = classes
+        self.default = default  # the node of operations outside every located module
         self.names = _Names(n.name for n in graph.nodes if n.op != "call_module")
         self.init: list[str] = []
         self.modules: dict[str, str] = {}  # qualified name -> attribute
         self.tensors: dict[int, str] = {}  # id(tensor) -> attribute
         self.state: dict[str, Tensor] = {}
         self.values: dict[fx.Node, str] = {}
-        self.uses_f = False
+        self.folded: set[fx.Node] = set()  # nodes written inside another statement
         self.current: Place | None = None  # the node being written
-        self.init_place: Place | None = None  # the node of the last __init__ comment
 
     def place(self, node: fx.Node) -> Place | None:
-        return place_of(self.places, node.meta.get(MODULE_META, ""))
-
-    def init_comment(self) -> None:
-        if self.current is not None and self.current != self.init_place:
-            self.init.append(comment(str(self.current)))
-            self.init_place = self.current
+        return place_of(self.places, node.meta.get(MODULE_META, "")) or self.default
 
     def module_attribute(self, target: str) -> str:
         if target not in self.modules:
@@ -226,7 +250,6 @@ class _Writer:
             text = constructor(module)
             kind = type(module).__name__
             name = self.names.new(SHORT.get(kind) or snake(kind), numbered=True)
-            self.init_comment()
             self.init += wrap(f"{INDENT}self.{name} = {text}")
             self.modules[target] = name
             for key, value in module.state_dict().items():
@@ -244,7 +267,6 @@ class _Writer:
             name = self.names.new(f"{snake(kind)}_{attr}" if owner_name else attr)
             shape = ", ".join(map(str, value.shape))
             dtype = "" if value.dtype == torch.float32 else f", dtype={value.dtype}"
-            self.init_comment()
             empty = f"torch.empty(({shape}{',' if value.dim() == 1 else ''}){dtype})"
             if isinstance(value, nn.Parameter):
                 grad = "" if value.requires_grad else ", requires_grad=False"
@@ -255,9 +277,60 @@ class _Writer:
             self.state[name] = value.detach()
         return f"self.{self.tensors[id(value)]}"
 
+    def blocks_attribute(self, target: str) -> str:
+        """``self.blocksN = nn.ModuleList(...)`` for the copies in the ModuleList ``target``."""
+        copies = self.root.get_submodule(target)
+        calls, state = [], {}
+        for i, copy in enumerate(copies):
+            try:  # a standard layer needs no class of its own
+                calls.append(constructor(copy))
+                state |= {f"{i}.{key}": value.detach() for key, value in
+                          copy.state_dict().items()}
+                continue
+            except _Unwritable:
+                pass
+            holder, graph, places = trace_block(self.root, self.places, f"{target}.{i}")
+            writer = _Writer(holder, graph, places, self.classes, places.get("block"))
+            name = self.classes.name_of(writer.class_body(), _block_doc(places))
+            calls.append(f"{name}()")
+            state |= {f"{i}.{key}": value for key, value in writer.state.items()}
+        attribute = self.names.new("blocks", numbered=True)
+        made = f"[{calls[0]} for _ in range({len(calls)})]" if len(set(calls)) == 1 \
+            else f"[{', '.join(calls)}]"
+        self.init += wrap(f"{INDENT}self.{attribute} = nn.ModuleList({made})")
+        self.state |= {f"{attribute}.{key}": value for key, value in state.items()}
+        return attribute
+
+    def loop(self, node: fx.Node) -> str:
+        """``block(x) for block in self.blocksN`` (one input for every copy), else ``block(part)
+        for block, part in zip(self.blocksN, parts)``: the copies applied to their parts."""
+        blocks = self.blocks_attribute(node.args[0])
+        parts = node.args[1]
+        if all(p is parts[0] for p in parts):
+            return f"block({self.expr(parts[0])}) for block in self.{blocks}"
+        source = self.values[_whole(parts)] if _whole(parts) is not None \
+            else self.expr(list(parts))
+        return f"block(part) for block, part in zip(self.{blocks}, {source})"
+
+    def fold(self) -> None:
+        """Leave out the indexing of a loop's parts and outputs: the loop takes the parts whole
+        and its outputs are indexed where they are used (``outs[0] + outs[1]``)."""
+        for node in self.graph.nodes:
+            if node.target is not run_blocks:
+                continue
+            source = _whole(node.args[1])
+            if source is not None and all(set(p.users) == {node} for p in node.args[1]):
+                self.folded |= set(node.args[1])
+            self.folded |= {u for u in node.users if u.target is operator.getitem}
+            if [u.target for u in node.users] == [builtins.sum]:
+                self.folded.add(node)  # written inside the sum as a generator
+
     def expr(self, value) -> str:
         if isinstance(value, fx.Node):
             return self.values[value]
+        if isinstance(value, list) and value and _whole(value) is not None \
+                and _whole(value).target is run_blocks:
+            return self.values[_whole(value)]
         if isinstance(value, tuple):
             inner = ", ".join(self.expr(v) for v in value)
             return f"({inner},)" if len(value) == 1 else f"({inner})"
@@ -282,6 +355,8 @@ class _Writer:
         return self.expr(value)
 
     def statement(self, node: fx.Node, target: str) -> list[str]:
+        if node.target is run_blocks:  # its parts may be folded into it: no expressions
+            return wrap(f"{INDENT}{target} = [{self.loop(node)}]")
         args = [self.expr(a) for a in node.args]
         kwargs = [f"{k}={self.expr(v)}" for k, v in node.kwargs.items()]
         if node.op == "call_module":
@@ -298,19 +373,29 @@ class _Writer:
             return wrap(f"{lhs}{args[0]}[{self.index(node.args[1])}]")
         if fn is builtins.getattr and len(args) == 2 and isinstance(node.args[1], str):
             return wrap(f"{lhs}{args[0]}.{node.args[1]}")
+        if fn is builtins.sum:  # a repeated branch's add_tensors: sum(block(x) for ...)
+            return wrap(f"{lhs}sum({args[0]})")
         name = public_name(fn)
-        self.uses_f |= name.startswith("F.")
+        self.classes.uses_f |= name.startswith("F.")
         return call(target, name, args + kwargs)
 
     def forward(self) -> list[str]:
         lines: list[str] = []
         shown: Place | None = None
+        self.fold()
         for node in self.graph.nodes:
             self.current = self.place(node)
             try:
                 target = node.name if node.name not in RESERVED else self.names.new(node.name)
                 if node.op == "placeholder":
                     self.values[node] = target
+                    continue
+                if node in self.folded:
+                    if node.target is run_blocks:
+                        self.values[node] = self.loop(node)
+                    elif node.args[0].target is run_blocks:
+                        index = self.index(node.args[1])
+                        self.values[node] = f"{self.values[node.args[0]]}[{index}]"
                     continue
                 if node.op == "get_attr":
                     self.values[node] = self.tensor_attribute(node.target)
@@ -332,23 +417,49 @@ class _Writer:
     def inputs(self) -> list[str]:
         return [self.values[n] for n in self.graph.nodes if n.op == "placeholder"]
 
+    def class_body(self) -> list[str]:
+        """``__init__`` and ``forward`` of the class, as indented source lines."""
+        body = self.forward()
+        value = body[-1].removeprefix(f"{INDENT}return ")
+        if len(body) > 1 and body[-2].startswith(f"{INDENT}{value} = "):  # y = f(x); return y
+            body[-2:] = [f"{INDENT}return {body[-2].split(' = ', 1)[1]}"]
+        params = ", ".join(f"{name}: torch.Tensor" for name in self.inputs())
+        return ["    def __init__(self) -> None:", "        super().__init__()", *self.init, "",
+                f"    def forward(self, {params}) -> torch.Tensor:", *body]
+
+
+def _whole(parts) -> fx.Node | None:
+    """The node whose items 0, 1, ... ``parts`` are, in order and all of them, if so."""
+    if not parts or not all(isinstance(p, fx.Node) and p.target is operator.getitem
+                            for p in parts):
+        return None
+    source = parts[0].args[0]
+    if [p.args for p in parts] != [(source, i) for i in range(len(parts))]:
+        return None
+    items = len(source.args[1]) if source.target is run_blocks else \
+        source.args[1] if source.target is torch.chunk and len(source.args) > 1 else None
+    return source if items == len(parts) else None
+
+
+def _block_doc(places: dict[str, Place]) -> str:
+    place = places.get("block")
+    return f"One copy of the repeated branch {place}." if place else "A repeated branch."
+
 
 def generate(root: nn.Module, graph: fx.Graph, places: dict[str, Place],
              header: str) -> tuple[str, dict[str, Tensor]]:
     """The source of ``model.py`` (``header`` is its docstring) and the state_dict its ``Model``
     loads."""
-    writer = _Writer(root, graph, places)
-    body = writer.forward()
-    params = ", ".join(f"{name}: torch.Tensor" for name in writer.inputs())
+    classes = _Classes()
+    writer = _Writer(root, graph, places, classes)
+    body = writer.class_body()
     doc = header.rstrip().replace("\\", "\\\\").replace('"""', '\\"""')
     lines = [f'"""{doc}\n"""', "", "from pathlib import Path", "", "import torch",
              "from torch import nn"]
-    if writer.uses_f:
+    if classes.uses_f:
         lines.append("from torch.nn import functional as F")
-    lines += ["", "", "class Model(nn.Module):",
-              '    """The exported network (evaluation-mode computation)."""', "",
-              "    def __init__(self) -> None:", "        super().__init__()", *writer.init, "",
-              f"    def forward(self, {params}) -> torch.Tensor:", *body, "", "",
+    lines += [*classes.definitions(), "", "", "class Model(nn.Module):",
+              '    """The exported network (evaluation-mode computation)."""', *body, "", "",
               'def load(weights: str | Path = Path(__file__).with_name("state_dict.pt")) '
               '-> Model:',
               '    """A ``Model`` holding the exported weights, in evaluation mode."""',

@@ -1,4 +1,5 @@
 """The export formats by name, apart from their writers (which import torch and onnx), so that
 ``einspace export --help`` can list them at once."""
 
-FORMATS = ("torchscript", "onnx", "pytorch")
+FORMATS = ("pt2", "onnx", "pytorch", "torchscript")
+DEFAULT_FORMAT = "pt2"

@@ -2,13 +2,16 @@
 
 A :class:`Candidate` comes from a search run directory (its best successful trial, the K-th best
 with ``rank``, or one trial by ``trial`` index; its task gives the shapes; the retrained weights of
-``final/`` win over the search-trained ones of ``weights/``) or from an architecture given as text,
-a file or a seed name (the shapes given by the user, weights optional).  Every problem -- a trial
-that failed or does not exist, a missing or unreadable weights file, a corrupted trial database --
-is an :class:`ExportError` or another :class:`EinspaceError` that says what to do.
+``final/`` win over the search-trained ones of ``weights/``), from an architecture and weights
+trained on a task (:func:`from_task`: the task gives the shapes), or from an architecture given
+as text, a file or a seed name (the shapes given by the user, weights optional).  Every problem
+-- a trial that failed or does not exist, a missing or unreadable weights file, a corrupted trial
+database -- is an :class:`ExportError` or another :class:`EinspaceError` that says what to do.
 
-Run directories are read with :mod:`einspace.search` (and their tasks' shapes with
-:mod:`einspace.tasks`), imported only when a run is exported.
+Run directories are read with :mod:`einspace.search` (and their tasks with :mod:`einspace.tasks`),
+imported only when a run is exported.  A run's or task's candidate also carries the trainer's input
+transformation (:class:`~.preprocess.Preprocessing`) and raw task rows to verify on, unless
+``bare`` asks for the network alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +32,7 @@ from einspace.heads import check_target
 
 from .errors import ExportError, first_line
 from .locate import Place, locate
+from .preprocess import Preprocessing, input_dtype, value_range
 
 INIT_SEED = 0
 UNTRAINED = {"kind": "untrained", "note": f"random initial weights (torch seed {INIT_SEED}); "
@@ -47,6 +52,7 @@ class Candidate:
     source: dict = field(default_factory=dict)
     task: dict | None = None
     scores: dict = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None  # None: the bare network on float32 tensors
 
     def network(self) -> tuple[nn.Module, dict[str, Place]]:
         """The compiled network in evaluation mode, holding the candidate's weights (or the
@@ -116,10 +122,29 @@ def from_spec(spec: str, input_shape, num_classes: int | None = None, output_sha
     return candidate
 
 
+def from_task(spec: str, task: str, weights: str | Path | None = None, *, size: str = "default",
+              seed: int = 0, bare: bool = False) -> Candidate:
+    """An architecture with (optional) weights trained on ``task`` (a built-in name or
+    ``unseen:/path``) by einspace's trainer: the task gives the shapes and, unless ``bare``, the
+    trainer's input transformation with the task's train-split statistics."""
+    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
+    from einspace.tasks.registry import load_task, task_recipe
+
+    data = load_task(task, seed=seed, size=size)
+    candidate = from_spec(spec, data.input_shape, data.num_classes, data.target_shape, weights)
+    candidate.task = {"name": task, "size": size, "seed": seed}
+    if not bare:
+        directory = _task_dir({"name": task, "root": None, "seed": seed, "size": size})
+        candidate.preprocessing = task_preprocessing(data, directory,
+                                                     task_recipe(task).normalize, final=False)
+    return candidate
+
+
 def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None = None,
-             allow_untrained: bool = False) -> Candidate:
-    """The ``rank``-th best successful trial of a run (default the best), or trial ``trial``."""
-    from einspace.search.engine import read_run_config
+             allow_untrained: bool = False, bare: bool = False) -> Candidate:
+    """The ``rank``-th best successful trial of a run (default the best), or trial ``trial``;
+    it takes the task's raw arrays unless ``bare``."""
+    from einspace.search.engine import load_search_task, read_run_config, search_recipe
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -127,7 +152,9 @@ def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None 
     config = read_run_config(run)
     trials = _trials(run, config)
     chosen, place = _choose(run, trials, rank, trial, allow_untrained)
-    candidate = Candidate(chosen.derivation, *_task_shapes(config),
+    data = load_search_task(config)  # an Unseen-NAS task is memory-mapped
+    candidate = Candidate(chosen.derivation, data.input_shape, data.num_classes,
+                          data.target_shape,
                           source={"kind": "run", "run_dir": str(run.resolve()),
                                   "trial": chosen.index, "rank": place,
                                   "origin": chosen.origin, "status": chosen.status},
@@ -146,7 +173,48 @@ def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None 
             f"missing (a search keeps the weights of its best search.keep_weights = "
             f"{config.search['keep_weights']} trials); --allow-untrained exports the "
             f"architecture with random initial weights")
+    if not bare:
+        final = candidate.weights["kind"] == "final"
+        candidate.preprocessing = task_preprocessing(
+            data, _task_dir(config.task), search_recipe(config).normalize, final)
     return candidate
+
+
+def task_preprocessing(data, task_dir: Path, normalize: bool, final: bool) -> Preprocessing:
+    """What the trainer did to ``data``'s inputs: float32 and, with ``normalize``, the
+    statistics of the train split (of train + valid for weights of the final evaluation),
+    computed by the trainer's own function; ``task_dir`` holds the task's stored arrays."""
+    from einspace.tasks.trainer import fit_normalizer
+
+    fitted = data.for_final() if final else data
+    normalizer = fit_normalizer(fitted) if normalize else None
+    split = "test" if "test" in data.splits else "valid"
+    rows = data.splits[split].x[:3]
+    raw_x = fitted.splits["train"].x
+    missing_axis = _stored_without_channels(task_dir)
+    if missing_axis:  # the loader added the axis as a view: give the rows as they are stored
+        rows, raw_x = rows[:, 0], raw_x[:, 0]
+    return Preprocessing(normalizer, "train + valid splits (the final evaluation's training "
+                         "data)" if final else "train split", input_dtype(rows.dtype),
+                         tuple(rows.shape[1:]), value_range(raw_x), np.asarray(rows), split,
+                         missing_axis)
+
+
+def _task_dir(task: dict) -> Path:
+    """The directory of a run's task arrays (a built-in task's cached copy)."""
+    if task["name"].startswith("unseen:"):
+        return Path(task["name"].removeprefix("unseen:"))
+    from einspace.tasks.registry import build_task
+
+    return build_task(task["name"], task["root"], task["seed"], task["size"])
+
+
+def _stored_without_channels(task_dir: Path) -> bool:
+    """Whether a task stores its inputs as (N, H, W) (the loader adds C = 1)."""
+    try:
+        return np.load(task_dir / "train_x.npy", mmap_mode="r").ndim == 3
+    except (OSError, ValueError):
+        return False
 
 
 def _trials(run: Path, config) -> list:
@@ -199,21 +267,6 @@ def _weights_file(run: Path, index: int) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def _task_shapes(config) -> tuple:
-    """(input shape, classes, dense target) of the run's task, without generating its data."""
-    name = config.task["name"]
-    if name.startswith("unseen:"):
-        from einspace.search.engine import load_search_task
-
-        data = load_search_task(config)  # memory-maps the arrays
-        return data.input_shape, data.num_classes, data.target_shape
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-    from einspace.tasks.registry import get_task
-
-    spec = get_task(name)
-    return spec.input_shape, spec.num_classes, spec.target_shape
 
 
 def _scores(run: Path, trial) -> dict:

@@ -1,12 +1,15 @@
-"""ONNX export with the TorchScript-based ``torch.onnx.export`` (``dynamo=False``), checked with
-``onnx.checker``.  The batch dimension is dynamic unless a node needs it fixed (a convolution
-grouped per sample, as in HyperZ·Z·W's local hyper-kernels): then it is the sample's, and the card
-says which node.
+"""ONNX export with ``torch.onnx.export(dynamo=True)``, the exporter torch recommends (it needs
+the ``onnxscript`` package), with a dynamic batch dimension; where it fails or onnxscript is
+missing, with the TorchScript-based one (``dynamo=False``), and the card says why.  Every file is
+checked with ``onnx.checker``.  The TorchScript-based export keeps a dynamic batch too unless a
+node needs it fixed (then it is the sample's, and the card names the node).
 
-Why not the dynamo exporter: on the seeds it is 4-10 times slower and fails where this one does.
-One gap of this exporter is closed here: adaptive average pooling to a size that does not divide
-the input (HyperZ·Z·W's context pooling, dense heads) has no ONNX operator, but with the input
-sizes fixed it is a linear map, so it is written as products with constant pooling matrices.
+One gap of the TorchScript-based exporter is closed here: adaptive average pooling to a size that
+does not divide the input (HyperZ·Z·W's context pooling, dense heads) has no ONNX operator, but
+with the input sizes fixed it is a linear map, so it is written as products with constant pooling
+matrices.  That exporter's shape inference loses those sizes behind some operations once the
+batch is dynamic (a ``group_dim`` split before HyperZ·Z·W's pooling), so they are also recorded
+from a forward pass on the sample and read from there when the graph does not know them.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.onnx import symbolic_helper
+from torch.overrides import TorchFunctionMode
 
 from .culprit import find_culprit
 from .errors import ExportError, first_line
 from .locate import Place
+from .to_pt2 import silenced_stderr
 
 FILE = "model.onnx"
 OPSET = 17
 POOLS = ("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d")
 INSTALL = "pip install 'einspace[export]'"
+NO_ONNXSCRIPT = ("torch.onnx.export(dynamo=True), the exporter torch recommends, needs the "
+                 f"onnxscript package ({INSTALL})")
 
 
 def pooling_matrix(size: int, out: int) -> torch.Tensor:
@@ -41,10 +48,40 @@ def pooling_matrix(size: int, out: int) -> torch.Tensor:
     return matrix
 
 
+_SEEN_SIZES: dict[tuple[int, ...], set[tuple[int, ...]]] = {}  # pooled size -> input sizes
+
+
+class _RecordPoolSizes(TorchFunctionMode):
+    """Records the input sizes of every adaptive average pooling a forward pass makes."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in ("adaptive_avg_pool1d", "adaptive_avg_pool2d"):
+            x, out = args[0], args[1] if len(args) > 1 else kwargs["output_size"]
+            dims = 1 if func.__name__.endswith("1d") else 2
+            out = (out,) * dims if isinstance(out, int) else tuple(out)
+            sizes = tuple(x.shape[-dims:])
+            out = tuple(s if o is None else o for s, o in zip(sizes, out, strict=True))
+            _SEEN_SIZES.setdefault(out, set()).add(sizes)
+        return func(*args, **kwargs)
+
+
+def _pooled_sizes(x, out: list[int]) -> list[int]:
+    """The input sizes of a pooling: the graph's, else the one the sample pass recorded."""
+    sizes = x.type().varyingSizes()[-len(out):]  # the batch dim may be dynamic, these not
+    if None not in sizes:
+        return sizes
+    seen = _SEEN_SIZES.get(tuple(out), set())
+    if len(seen) != 1:
+        raise ValueError(f"adaptive average pooling to {tuple(out)} of a map whose size the "
+                         f"ONNX exporter cannot infer")
+    return list(next(iter(seen)))
+
+
 @symbolic_helper.parse_args("v", "is")
 def _adaptive_avg_pool(g, x, out: list[int]):
     """Symbolic of adaptive average pooling over the last ``len(out)`` dims."""
-    sizes = x.type().varyingSizes()[-len(out):]  # the batch dim may be dynamic, these not
+    sizes = _pooled_sizes(x, out)
     if all(s % o == 0 for s, o in zip(sizes, out, strict=True)):
         kernel = [s // o for s, o in zip(sizes, out, strict=True)]
         return g.op("AveragePool", x, kernel_shape_i=kernel, strides_i=kernel)
@@ -56,8 +93,12 @@ def _adaptive_avg_pool(g, x, out: list[int]):
 
 
 @contextlib.contextmanager
-def _pooling_symbolics():
-    """Use :func:`_adaptive_avg_pool` for the duration of one export only."""
+def _pooling_symbolics(module: nn.Module, args: tuple):
+    """Use :func:`_adaptive_avg_pool` for the duration of one export only, with the pooling
+    sizes of ``module`` on ``args`` recorded."""
+    _SEEN_SIZES.clear()
+    with torch.no_grad(), _RecordPoolSizes():
+        module(*args)
     for name in POOLS:
         torch.onnx.register_custom_op_symbolic(name, _adaptive_avg_pool, OPSET)
     try:
@@ -65,6 +106,7 @@ def _pooling_symbolics():
     finally:
         for name in POOLS:
             torch.onnx.unregister_custom_op_symbolic(name, OPSET)
+        _SEEN_SIZES.clear()
 
 
 class _Unpacked(nn.Module):
@@ -101,7 +143,7 @@ def _export(module: nn.Module, args: tuple, target, dynamic: bool) -> None:
     if len(args) == 1 and isinstance(args[0], list):
         module, args = _Unpacked(module), tuple(args[0])
     axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
-    with _pooling_symbolics(), _quiet():
+    with _pooling_symbolics(module, args), _quiet():
         torch.onnx.export(module, args, target, dynamo=False, opset_version=OPSET,
                           input_names=["input"], output_names=["output"], dynamic_axes=axes)
 
@@ -116,8 +158,46 @@ def export_onnx(network: nn.Module, sample: Tensor, out_dir: Path,
     except ImportError as e:
         raise ExportError(f"needs the {e.name} package ({INSTALL})", fmt="onnx") from None
     path = out_dir / FILE
-    info = {"files": [FILE], "opset": OPSET, "exporter": "torch.onnx.export (dynamo=False)",
-            "input": "input", "output": "output", "batch": "dynamic"}
+    info = {"files": [FILE], "exporter": "torch.onnx.export (dynamo=True)", "input": "input",
+            "output": "output", "batch": "dynamic"}
+    why_not = _export_dynamo(network, sample, path)
+    if why_not is None:
+        info["opset"] = next(o.version for o in onnx.load(str(path)).opset_import
+                             if o.domain in ("", "ai.onnx"))
+    else:
+        info |= {"exporter": "torch.onnx.export (dynamo=False)", "exporter_reason": why_not,
+                 "opset": OPSET}
+        _export_torchscript_based(network, sample, path, places, info)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise ExportError(f"onnx.checker rejects the exported model ({first_line(e)})",
+                          fmt="onnx") from None
+    info["checker"] = "onnx.checker.check_model(full_check=True) passed"
+    return info
+
+
+def _export_dynamo(network: nn.Module, sample: Tensor, path: Path) -> str | None:
+    """Write ``path`` with the dynamo exporter; None when that worked, else why not."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter writes its graph with it)
+    except ImportError:
+        return NO_ONNXSCRIPT
+    try:
+        with _quiet(), silenced_stderr():
+            program = torch.onnx.export(network, (sample,), dynamo=True, verbose=False,
+                                        input_names=["input"], output_names=["output"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            program.save(str(path))
+    except Exception as e:
+        path.unlink(missing_ok=True)
+        return f"torch.onnx.export(dynamo=True) fails ({first_line(e)})"
+    return None
+
+
+def _export_torchscript_based(network: nn.Module, sample: Tensor, path: Path,
+                              places: dict[str, Place], info: dict) -> None:
+    """Write ``path`` with ``dynamo=False``, with a fixed batch size only where needed."""
     try:
         _export(network, (sample,), str(path), dynamic=True)
     except Exception as dynamic_error:
@@ -132,13 +212,6 @@ def export_onnx(network: nn.Module, sample: Tensor, out_dir: Path,
         info["batch"] = sample.shape[0]
         info["note"] = (f"batch size fixed to {sample.shape[0]}: a dynamic batch fails{where} "
                         f"({reason})")
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:
-        raise ExportError(f"onnx.checker rejects the exported model ({first_line(e)})",
-                          fmt="onnx") from None
-    info["checker"] = "onnx.checker.check_model(full_check=True) passed"
-    return info
 
 
 def _blame(network: nn.Module, places: dict[str, Place], sample: Tensor, error: Exception,

@@ -1,10 +1,11 @@
 """Verification of exports in a separate Python process that cannot import einspace.
 
-An export is only reported after its file, loaded the way a user would load it (``torch.jit.load``,
-an ``onnxruntime`` session, ``import model``), reproduced the original network's output on the
-saved sample batch.  The check runs :mod:`standalone_check` in a fresh interpreter (``-I``: no
-user site, no ``PYTHON*`` variables; ``-B``: no ``__pycache__`` left in the export) whose
-``import einspace`` raises, so a file that still needs einspace fails the check instead of
+An export is only reported after its file, loaded the way a user would load it
+(``torch.export.load``, ``torch.jit.load``, an ``onnxruntime`` session, ``import model``),
+reproduced the original network's output on the saved sample batches (sizes 1 and 3, so a batch
+size baked into the file fails).  The check runs :mod:`standalone_check` in a fresh interpreter
+(``-I``: no user site, no ``PYTHON*`` variables; ``-B``: no ``__pycache__`` left in the export)
+whose ``import einspace`` raises, so a file that still needs einspace fails the check instead of
 passing by accident.  Several export directories can be checked in one process (the interpreter
 and torch start once).
 """
@@ -36,6 +37,7 @@ class Check:
     tolerance: float | None
     isolated: bool
     error: str = ""
+    batches: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -77,4 +79,4 @@ def _check(result: dict) -> Check:
     error = result.get("max_abs_error")
     tolerance = None if error is None else ABS_TOL + REL_TOL * result["scale"]
     return Check(Path(result["dir"]), result["format"], error, tolerance, result["isolated"],
-                 result.get("error", ""))
+                 result.get("error", ""), tuple(result.get("batches", ())))
