@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 from .culprit import find_culprit
 from .errors import ExportError, first_line
 from .locate import Place
-from .to_pt2 import silenced_stderr
+from .silence import silenced
 
 FILE = "model.onnx"
 OPSET = 17
@@ -126,16 +123,10 @@ def _quiet():
     process's stdout) on for every export and never back off, so a failing export prints the
     whole graph.  The log state is restored and stdout silenced at the file-descriptor level."""
     logging = torch._C._jit_is_onnx_log_enabled()
-    sys.stdout.flush()
-    saved = os.dup(1)
     try:
-        with open(os.devnull, "w") as null, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            os.dup2(null.fileno(), 1)
+        with silenced(1):
             yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
         torch._C._jit_set_onnx_log_enabled(logging)
 
 
@@ -184,7 +175,7 @@ def _export_dynamo(network: nn.Module, sample: Tensor, path: Path) -> str | None
     except ImportError:
         return NO_ONNXSCRIPT
     try:
-        with _quiet(), silenced_stderr():
+        with _quiet(), silenced(2):
             program = torch.onnx.export(network, (sample,), dynamo=True, verbose=False,
                                         input_names=["input"], output_names=["output"],
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))

@@ -5,10 +5,6 @@ exported for the sample's batch size and the card names the node and the reason.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -17,6 +13,7 @@ from torch import Tensor, nn
 from .culprit import find_culprit
 from .errors import ExportError, first_line
 from .locate import Place
+from .silence import silenced
 
 FILE = "model.pt2"
 
@@ -26,25 +23,8 @@ def _export(module: nn.Module, args: tuple, dynamic: bool):
         shapes = ([{0: torch.export.Dim("batch", min=1)} for _ in args[0]],)
     else:
         shapes = tuple({0: torch.export.Dim("batch", min=1)} for _ in args)
-    with silenced_stderr():
+    with silenced(2):
         return torch.export.export(module, args, dynamic_shapes=shapes if dynamic else None)
-
-
-@contextlib.contextmanager
-def silenced_stderr():
-    """No warnings, and none of the graph listings torch.export writes to stderr (through
-    Python and at the file-descriptor level) when an export fails: its error is reported."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null, warnings.catch_warnings(), \
-                contextlib.redirect_stderr(null):
-            warnings.simplefilter("ignore")
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def export_pt2(network: nn.Module, sample: Tensor, out_dir: Path,
