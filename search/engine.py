@@ -403,7 +403,8 @@ class SearchDriver:
 
     def _attempt_info(self, trial_id: str) -> dict:
         began = self.launched.get(trial_id)
-        return {**self.where.get(trial_id, {}),
+        # node None: the attempt died before its worker's first report
+        return {"node": None, **self.where.get(trial_id, {}),
                 "seconds": time.time() - began if began is not None else None}
 
     def _forget(self, trial_id: str) -> None:
