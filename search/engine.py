@@ -403,7 +403,7 @@ class SearchDriver:
 
     def _attempt_info(self, trial_id: str) -> dict:
         began = self.launched.get(trial_id)
-        # node None: the attempt died before its worker's first report
+        # node None: the attempt died before its worker's first report (still starting up)
         return {"node": None, **self.where.get(trial_id, {}),
                 "seconds": time.time() - began if began is not None else None}
 
