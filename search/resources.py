@@ -96,10 +96,13 @@ class MemoryScreen:
                 f"{self.recipe.batch_size}, over the per-trial memory budget of "
                 f"{format_bytes(self.budget)} (search.memory_per_trial)")
 
-    def request(self, proposal: Proposal) -> int:
-        """The ``memory`` resource a launched trial asks Ray for (bytes)."""
-        total = self.estimate(proposal).total
-        return total if self.budget is None else min(total, self.budget)
+    def request(self, proposal: Proposal) -> int | None:
+        """The ``memory`` resource a launched trial asks Ray for (bytes); none with the screen
+        off, since an estimate above every node's memory would leave the trial pending
+        forever."""
+        if self.budget is None:
+            return None
+        return min(self.estimate(proposal).total, self.budget)
 
 
 def trial_resources(config: dict, *, cpus: float, gpus: float):
