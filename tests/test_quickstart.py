@@ -1,0 +1,36 @@
+"""The README's first command, `einspace search --config quickstart`: its config resolves, and
+every seed it starts from builds for its task within its budgets, so the first trials train the
+seeds instead of being rejected (the old budget excluded the MLP itself)."""
+
+import pytest
+
+import einspace
+from einspace.search.config import load_config
+from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
+from einspace.tasks.registry import get_task
+
+
+def test_quickstart_resolves_to_a_seeded_evolution():
+    raw = load_config("quickstart").to_dict()
+    assert raw["search"]["strategy"] == "evolution"
+    assert raw["evolution"]["seeds"], "a random initial population mostly sits at chance"
+    assert raw["final"]["top_k"] >= 1
+
+
+@pytest.mark.parametrize("config", ["quickstart", "evolution-small"])
+def test_seeds_fit_the_task_and_its_budget(config):
+    raw = load_config(config).to_dict()
+    task = get_task(raw["task"]["name"])
+    budget = raw["budget"]
+    fitting = 0
+    for name in raw["evolution"]["seeds"]:
+        d = einspace.load_seed(name)
+        try:
+            cost = einspace.count(d, task.input_shape, num_classes=task.num_classes)
+        except einspace.ShapeError:
+            assert config != "quickstart", f"{name} does not fit {task.name}"
+            continue
+        fitting += 1
+        assert cost.params <= budget["max_params"], name
+        assert cost.flops <= budget["max_flops"], name
+    assert fitting >= 2
