@@ -31,6 +31,21 @@ def test_seeds_fit_the_task_and_its_budget(config):
             assert config != "quickstart", f"{name} does not fit {task.name}"
             continue
         fitting += 1
-        assert cost.params <= budget["max_params"], name
-        assert cost.flops <= budget["max_flops"], name
+        for key, value in (("max_params", cost.params), ("max_flops", cost.flops),
+                           ("max_activations", cost.activations), ("max_nodes", cost.nodes)):
+            assert value <= budget.get(key, value), (name, key)
     assert fitting >= 2
+
+
+def test_best_seed_is_the_best_successful_seed_trial():
+    """What the search prints as "seed: ..." and measures its improvement from."""
+    from einspace.search.outputs import best_seed, ranked
+    from einspace.search.store import StoredTrial
+
+    d = einspace.load_seed("mlp")
+    trials = [StoredTrial(0, 0, d, "seed:small_cnn", {}, "failed", None),
+              StoredTrial(1, 1, d, "seed:mlp", {}, "ok", 0.5),
+              StoredTrial(2, 2, d, "mutation", {}, "ok", 0.9),
+              StoredTrial(3, 3, d, "seed:other", {}, "ok", 0.4)]
+    assert best_seed(ranked(trials)).index == 1
+    assert best_seed(ranked(trials[2:3])) is None
