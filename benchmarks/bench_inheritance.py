@@ -7,10 +7,11 @@ task with the task's recipe for ``--epochs`` epochs.  Its child differs in one n
 convolution's 1x1 window becomes 3x3 (the only parameters the child cannot inherit).  The child
 is then trained for the same number of epochs three times: from the parent's weights with the
 recipe and schedule every trial gets (see :mod:`einspace.inheritance`), from the parent's weights
-with a tenth of the learning rate (the fine-tuning alternative), and from scratch.  Printed: the parent's validation score, for both children the score after every
-epoch and the first epoch that reaches the parent's score, and the ratio of those epochs (from
-scratch / inherited with the recipe's rate; ``>N`` when a run never reaches it), plus the seconds inheritance took beside
-the seconds of one training epoch.  The same ``--seed`` gives the same figures.
+with a tenth of the learning rate (the fine-tuning alternative), and from scratch.  Printed: the
+parent's validation score after every epoch; for each child run its scores and the first epoch
+that reaches the parent's final score; the ratio of those epochs (from scratch / inherited at the
+recipe's rate; ``>N`` when a run never reaches it); and the seconds inheritance took beside the
+seconds of one training epoch.  The same ``--seed`` gives the same figures.
 """
 
 from __future__ import annotations

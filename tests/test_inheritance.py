@@ -17,8 +17,7 @@ import torch
 import einspace
 from einspace import build, parse
 from einspace.compiler import build_traced
-from einspace.inheritance import (InheritanceError, Parent, inherit,
-                                  origins_from_regions)
+from einspace.inheritance import InheritanceError, Parent, inherit, origins_from_regions
 from einspace.mutation import mutate, mutate_traced
 
 SHAPE = (3, 8, 8)
@@ -216,8 +215,7 @@ def test_crossover_children_inherit_from_both_parents_where_their_subtrees_come_
         for path, k, source in made.regions():
             mine = keys_under(made.child, SHAPE, path)
             theirs = keys_under((a, b)[k], SHAPE, source)
-            assert len(mine) == len(theirs)
-            for key, parent_key in zip(mine, theirs):
+            for key, parent_key in zip(mine, theirs, strict=True):
                 assert same(state[key], states[k][parent_key]), (path, key)
         checked += 1
     assert checked >= 2
