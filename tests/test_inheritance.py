@@ -265,3 +265,22 @@ def test_weights_that_do_not_fit_the_parent_are_a_clear_error():
 def test_an_origin_naming_a_missing_parent_is_a_clear_error():
     with pytest.raises(InheritanceError, match="parent 1, but 1 parent"):
         inherited(PARENT, [Parent(PARENT, SHAPE, trained(PARENT))], {(0,): (1, (0,))})
+
+
+def test_a_dense_head_is_inherited_like_a_classifier():
+    site = (1, 1, 0, 0)
+    child = PARENT.replace(site, "im2col1k1s0p")
+    torch.manual_seed(0)
+    parent_net = build(PARENT, SHAPE, output_shape=(8, 8))
+    with torch.no_grad():
+        for tensor in parent_net.parameters():
+            tensor.add_(1.0)  # "trained": differs from any initialisation
+    parent_state = parent_net.state_dict()
+    torch.manual_seed(SEED)
+    result = inherit(child, SHAPE, [Parent(PARENT, SHAPE, parent_state)], outside(child, site),
+                     output_shape=(8, 8))
+    state = result.network.state_dict()
+    assert [k for k in state if k.startswith("head.")] == ["head.proj.weight", "head.proj.bias"]
+    for key in ("head.proj.weight", "head.proj.bias", "backbone.0.weight"):
+        assert same(state[key], parent_state[key])
+    assert result.record.fresh == 16 * 16 + 16
