@@ -15,8 +15,17 @@ import torch
 from torch import nn
 
 import einspace
-from benchmarks.handwritten import (HANDWRITTEN, MLP, WRN16_4, MLPMixer, ResNet18, SmallCNN,
-                                    SmallFCN, SmallViT, ViT)
+from benchmarks.handwritten import (
+    HANDWRITTEN,
+    MLP,
+    WRN16_4,
+    MLPMixer,
+    ResNet18,
+    SmallCNN,
+    SmallFCN,
+    SmallViT,
+    ViT,
+)
 from einspace.errors import ShapeError
 from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.registry import list_tasks
