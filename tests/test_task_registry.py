@@ -8,7 +8,8 @@ import pytest
 from einspace.cli import main
 from einspace.tasks import registry
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
-from einspace.tasks.registry import TaskError, TaskSpec, build_task, get_task, load_task
+from einspace.tasks.handle import resolve_task
+from einspace.tasks.registry import TaskError, TaskSpec, build_task, get_task
 from einspace.tasks.unseen_nas import normalize_metadata
 
 CALLS = []
@@ -45,7 +46,7 @@ def test_build_caches_and_load_reads_back(stripes, tmp_path):
     first = build_task("stripes", tmp_path, seed=3, size="small")
     again = build_task("stripes", tmp_path, seed=3, size="small")
     assert first == again and CALLS == [(3, "small")]
-    data = load_task("stripes", tmp_path, seed=3, size="small")
+    data = resolve_task("stripes").load(3, "small", tmp_path)
     expected = make_stripes(3, "small")
     for name in ("train", "valid", "test"):
         np.testing.assert_array_equal(data.split(name).x, expected.split(name).x)
@@ -82,14 +83,12 @@ def test_cli_tasks_list_show_build(stripes, tmp_path, capsys):
 
 
 def _builtin_names() -> list[str]:
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-
     return [spec.name for spec in registry.list_tasks()]
 
 
 @pytest.mark.parametrize("name", _builtin_names())
 def test_every_builtin_task_round_trips_through_the_cache(name, tmp_path):
-    """build_task writes the real format; load_task reads back exactly what the generator made,
+    """build_task writes the real format; the handle loads back exactly what the generator made,
     with the spec's shapes and every metadata entry kept."""
     spec = get_task(name)
     try:
@@ -98,7 +97,7 @@ def test_every_builtin_task_round_trips_through_the_cache(name, tmp_path):
         pytest.skip(str(e))
     directory = build_task(name, tmp_path, seed=1, size="small")
     assert (directory / "metadata").is_file() and (directory / "train_x.npy").is_file()
-    loaded = load_task(name, tmp_path, seed=1, size="small")
+    loaded = resolve_task(name).load(1, "small", tmp_path)
     assert loaded.input_shape == spec.input_shape and loaded.task_type == spec.task_type
     assert loaded.num_classes == spec.num_classes == fresh.num_classes
     assert loaded.target_shape == spec.target_shape
