@@ -241,15 +241,16 @@ def cmd_tasks(args) -> None:
     from einspace.tasks.handle import resolve_task
     from einspace.tasks.registry import build_task, list_tasks
 
-    from .inspect import shape_str
+    def dims(shape: tuple[int, ...]) -> str:  # flat task shapes: einspace.inspect imports torch
+        return "×".join(map(str, shape))
 
     if args.tasks_command == "list":
         for spec in list_tasks():
             if args.json:
                 print(json.dumps(spec.summary()))
             else:
-                shape = shape_str(spec.input_shape)
-                out = spec.num_classes or shape_str(spec.target_shape or ())
+                shape = dims(spec.input_shape)
+                out = spec.num_classes or dims(spec.target_shape or ())
                 print(f"{spec.name:18s} {shape:10s} -> {str(out):8s} {spec.metric:16s} "
                       f"{spec.description}")
     elif args.tasks_command == "show":
