@@ -49,6 +49,11 @@ class Task(ABC):
     @abstractmethod
     def target_shape(self) -> tuple[int, ...] | None: ...
 
+    @property
+    @abstractmethod
+    def metric(self) -> str:
+        """What the task is scored by (``"auto"``: the recipe's default for its task type)."""
+
     @abstractmethod
     def directory(self, seed: int = 0, size: str = "default",
                   root: str | Path | None = None) -> Path:
@@ -104,6 +109,10 @@ class BuiltinTask(Task):
     def target_shape(self) -> tuple[int, ...] | None:
         return self.spec.target_shape
 
+    @property
+    def metric(self) -> str:
+        return self.spec.metric
+
     def directory(self, seed: int = 0, size: str = "default",
                   root: str | Path | None = None) -> Path:
         return build_task(self.spec.name, root, seed, size)
@@ -120,7 +129,7 @@ class BuiltinTask(Task):
     def _own_recipe(self) -> dict:
         """The spec's recipe on top of its ``metric`` (so darcy is scored by relative L2, not the
         regression default of MSE)."""
-        return {"metric": self.spec.metric, **self.spec.recipe}
+        return {"metric": self.metric, **self.spec.recipe}
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,10 @@ class UnseenTask(Task):
     @property
     def target_shape(self) -> tuple[int, ...] | None:
         return self._data.target_shape
+
+    @property
+    def metric(self) -> str:
+        return "auto"
 
     def directory(self, seed: int = 0, size: str = "default",
                   root: str | Path | None = None) -> Path:

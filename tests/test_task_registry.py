@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from einspace.cli import main
+from einspace.errors import EinspaceError
 from einspace.tasks import registry
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
 from einspace.tasks.handle import resolve_task
@@ -55,6 +56,25 @@ def test_build_caches_and_load_reads_back(stripes, tmp_path):
     assert data.metadata["generator_version"] == "1" and data.metadata["seed"] == 3
     build_task("stripes", tmp_path, seed=3, size="small", force=True)
     assert len(CALLS) == 3  # the forced rebuild and the load's reference build above
+
+
+def test_a_task_value_resolves_once_into_a_handle(stripes, tmp_path):
+    task = resolve_task("stripes")
+    assert (task.name, task.input_shape, task.num_classes, task.target_shape, task.metric) == \
+        ("stripes", (1, 6, 6), 2, None, "accuracy")
+    directory = task.directory(3, "small", tmp_path)
+    assert directory == build_task("stripes", tmp_path, seed=3, size="small")
+    unseen = resolve_task(f"unseen:{directory}")
+    assert unseen.name == f"unseen:{directory}" and unseen.directory() == directory
+    assert (unseen.input_shape, unseen.num_classes, unseen.metric) == ((1, 6, 6), 2, "auto")
+    built = task.load(3, "small", tmp_path)
+    np.testing.assert_array_equal(unseen.load().split("train").x, built.split("train").x)
+    assert unseen.summary()["source"] == f"unseen:{directory}"
+    assert resolve_task("unseen:no/such/dir").recipe().metric == "auto"  # resolving reads nothing
+    with pytest.raises(TaskError, match="did you mean stripes"):
+        resolve_task("stripe")
+    with pytest.raises(EinspaceError, match="names no directory"):
+        resolve_task("unseen:")
 
 
 def test_unknown_task_and_size(stripes, tmp_path):
