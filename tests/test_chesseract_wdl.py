@@ -110,7 +110,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 def test_missing_tables_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("EINSPACE_SYZYGY", str(tmp_path / "none"))
-    with pytest.raises(TaskError, match="python -m einspace.tasks.chesseract_wdl --fetch"):
+    with pytest.raises(TaskError, match="python -m einspace.tasks.fetch_syzygy --fetch"):
         chesseract_wdl.make_chesseract_wdl(0, "small")
 
 
