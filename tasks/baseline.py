@@ -2,10 +2,11 @@
 
 A baseline answers "what does a known network get here with this budget?", the yardstick a
 search result is read against.  It goes through exactly the path a search candidate takes
-(``task_recipe`` -> ``einspace.build`` -> ``train``), so the two are comparable, and each run
+(``Task.recipe`` -> ``einspace.build`` -> ``train``), so the two are comparable, and each run
 appends one JSON line to a results file so a table can be rebuilt from the records::
 
-    record = run_baseline("mnist1d", einspace.load_seed("mlp"), "mlp", {"epochs": 2})
+    record = run_baseline(resolve_task("mnist1d"), einspace.load_seed("mlp"), "mlp",
+                          {"epochs": 2})
     append_record(record, DEFAULT_RESULTS)
 
 With ``final=True`` the network is retrained on train + valid for the recipe's ``eval_epochs``
