@@ -6,7 +6,6 @@ import pytest
 
 import einspace
 from einspace.search.config import load_config
-from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.registry import get_task
 
 

@@ -27,7 +27,6 @@ from benchmarks.handwritten import (
     ViT,
 )
 from einspace.errors import ShapeError
-from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.registry import list_tasks
 
 SEEDS = ["mlp", "mlp_mixer", "resnet18", "small_cnn", "small_fcn", "small_vit", "vit", "wrn16_4"]
