@@ -123,7 +123,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from einspace.blocks.codebooks import PrototypeModule
-from einspace.blocks.convolutional import LowRankConvModule, LowRankLinearModule
+from einspace.blocks.low_rank import LowRankConvModule, LowRankLinearModule
 from einspace.compiler import build
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError

@@ -21,7 +21,6 @@ package ``einspace.blocks`` (its ``__init__``).
 from __future__ import annotations
 
 import ast
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,21 +52,20 @@ class Import:
     at_import_time: bool
 
 
-def package_folders() -> dict[str, Path]:
-    """Each package of the distribution and its folder, from pyproject's ``package-dir``."""
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    mapped = setuptools["package-dir"]
-    folders = {}
-    for package in setuptools["packages"]:
-        parent, _, leaf = package.rpartition(".")
-        folders[package] = ROOT / mapped[package] if package in mapped else folders[parent] / leaf
-    return folders
+#: Each package of the distribution and its folder (pyproject's ``package-dir`` mapping).
+PACKAGE_FOLDERS = {
+    "einspace": ROOT / "einspace",
+    "einspace.export": ROOT / "einspace" / "export",
+    "einspace.blocks": ROOT / "blocks",
+    "einspace.search": ROOT / "search",
+    "einspace.tasks": ROOT / "tasks",
+}
 
 
 def module_files() -> dict[str, Path]:
     """Every module of the installed package, by dotted name (``__init__`` names the package)."""
     modules = {}
-    for package, folder in package_folders().items():
+    for package, folder in PACKAGE_FOLDERS.items():
         for path in sorted(folder.glob("*.py")):
             modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return modules
@@ -142,6 +140,9 @@ def all_imports() -> list[Import]:
 
 
 def test_every_package_module_is_scanned():
+    folders = {path.parent for name in ("einspace", "blocks", "search", "tasks")
+               for path in (ROOT / name).rglob("__init__.py")}
+    assert folders == set(PACKAGE_FOLDERS.values())
     modules = module_files()
     assert {"einspace.cli", "einspace.blocks.registry", "einspace.tasks.trainer",
             "einspace.search.engine", "einspace.export.pipeline"} <= set(modules)
