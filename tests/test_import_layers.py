@@ -52,20 +52,29 @@ class Import:
     at_import_time: bool
 
 
-#: Each package of the distribution and its folder (pyproject's ``package-dir`` mapping).
-PACKAGE_FOLDERS = {
+#: The folder of each top-level package (pyproject's ``package-dir`` mapping); subpackages are
+#: the folders below them that hold an ``__init__.py``.
+PACKAGE_ROOTS = {
     "einspace": ROOT / "einspace",
-    "einspace.export": ROOT / "einspace" / "export",
     "einspace.blocks": ROOT / "blocks",
     "einspace.search": ROOT / "search",
     "einspace.tasks": ROOT / "tasks",
 }
 
 
+def package_folders() -> dict[str, Path]:
+    """Every package and subpackage of the distribution, by dotted name, and its folder."""
+    folders = {}
+    for package, root in PACKAGE_ROOTS.items():
+        for init in sorted(root.rglob("__init__.py")):
+            folders[".".join((package, *init.parent.relative_to(root).parts))] = init.parent
+    return folders
+
+
 def module_files() -> dict[str, Path]:
     """Every module of the installed package, by dotted name (``__init__`` names the package)."""
     modules = {}
-    for package, folder in PACKAGE_FOLDERS.items():
+    for package, folder in package_folders().items():
         for path in sorted(folder.glob("*.py")):
             modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return modules
@@ -140,9 +149,7 @@ def all_imports() -> list[Import]:
 
 
 def test_every_package_module_is_scanned():
-    folders = {path.parent for name in ("einspace", "blocks", "search", "tasks")
-               for path in (ROOT / name).rglob("__init__.py")}
-    assert folders == set(PACKAGE_FOLDERS.values())
+    assert "einspace.export" in package_folders()
     modules = module_files()
     assert {"einspace.cli", "einspace.blocks.registry", "einspace.tasks.trainer",
             "einspace.search.engine", "einspace.export.pipeline"} <= set(modules)
