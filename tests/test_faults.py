@@ -158,6 +158,7 @@ def test_oversized_candidates_are_rejected_before_launch(tmp_path):
     assert stored == 800 * 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:10001"])
 def test_bad_addresses_fail_fast_with_one_line_and_leave_nothing(tmp_path, address):
     out = tmp_path / "run"
