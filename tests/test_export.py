@@ -322,6 +322,7 @@ class Unexportable(nn.Module):
         return x
 
 
+@pytest.mark.slow
 def test_unexportable_node_is_named_with_the_reason(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(get(Kind.COMPUTATION, "leakyrelu"), "build", lambda x, ctx: Unexportable())
     out = tmp_path / "out"
@@ -353,6 +354,7 @@ def test_force_replaces_an_earlier_export(tmp_path):
     assert not (out / "model.py").exists()
 
 
+@pytest.mark.slow
 def test_task_gives_an_architecture_its_shapes_and_raw_inputs(run_dir, tmp_path, capsys):
     out = tmp_path / "task"
     weights = run_dir / "weights" / "trial-2.pt"
