@@ -31,19 +31,17 @@ from optuna.trial import TrialState
 
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError
+from einspace.tasks.status import Status
 from einspace.text import parse
 
-from .strategy import FAILED, OK, REJECTED, STOPPED, Outcome, Proposal
+from .strategies import Outcome, Proposal
 
 STUDY = "einspace"
 WRITE_FAILED = "cannot write the trial database"
 RECORD, OUTCOME = "trial", "outcome"
-INTERRUPTED = "interrupted"
-LOST = "lost"
-"""An attempt whose worker died (killed, its node lost) and that was run again."""
-_STATES = {OK: TrialState.COMPLETE, FAILED: TrialState.FAIL, STOPPED: TrialState.PRUNED,
-           INTERRUPTED: TrialState.FAIL, LOST: TrialState.FAIL,
-           REJECTED: TrialState.FAIL}
+_STATES = {Status.OK: TrialState.COMPLETE, Status.FAILED: TrialState.FAIL,
+           Status.STOPPED: TrialState.PRUNED, Status.INTERRUPTED: TrialState.FAIL,
+           Status.LOST: TrialState.FAIL, Status.REJECTED: TrialState.FAIL}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,7 +89,7 @@ class StoredTrial:
 
     @property
     def done(self) -> bool:
-        return self.status in (OK, FAILED, STOPPED, REJECTED)
+        return self.status in (Status.OK, Status.FAILED, Status.STOPPED, Status.REJECTED)
 
     @property
     def hash(self) -> str:
@@ -189,10 +187,10 @@ class TrialStore:
         numbers = []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             outcome = trial.user_attrs.get(OUTCOME)
-            if outcome is not None and outcome["status"] != INTERRUPTED:
+            if outcome is not None and outcome["status"] != Status.INTERRUPTED:
                 self._tell(trial.number, outcome)
                 continue
-            self.finish(trial.number, INTERRUPTED, -math.inf,
+            self.finish(trial.number, Status.INTERRUPTED, -math.inf,
                         "the driver stopped before this trial finished; it was run again",
                         {}, None)
             numbers.append(trial.number)

@@ -32,8 +32,9 @@ from einspace.search import engine
 from einspace.search.config import resolve
 from einspace.search.engine import prepare_run_dir
 from einspace.search.store import TrialStore, default_url
-from einspace.search.strategy import FAILED, OK, Proposal
+from einspace.search.strategies import Proposal
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
+from einspace.tasks.status import Status
 from einspace.tasks.unseen_nas import write_unseen_nas
 
 ERROR = "einspace: error: "
@@ -615,8 +616,9 @@ def test_withheld_test_labels_are_shown(sandbox, tmp_path, capsys, dataset):
 
 # ----------------------------------------------------------------------------- damaged run dirs
 
-RUN_ARCHS = [("(computation linear16)", OK, 0.5), ("(computation norm)", FAILED, -math.inf),
-             ("(sequential (computation linear32) (computation leakyrelu))", OK, 0.7)]
+RUN_ARCHS = [("(computation linear16)", Status.OK, 0.5),
+             ("(computation norm)", Status.FAILED, -math.inf),
+             ("(sequential (computation linear32) (computation leakyrelu))", Status.OK, 0.7)]
 
 
 @pytest.fixture(scope="module")
@@ -631,8 +633,9 @@ def good_run(tmp_path_factory, dataset) -> Path:
     for index, (text, status, score) in enumerate(RUN_ARCHS):
         derivation = einspace.parse(text)
         number = store.start(index, Proposal(derivation, "sample"), {})
-        store.finish(number, status, score, "diverged" if status == FAILED else "", {}, index)
-        if status == OK:
+        store.finish(number, status, score, "diverged" if status == Status.FAILED else "", {},
+                     index)
+        if status == Status.OK:
             net = einspace.build(derivation, (1, 8, 8), num_classes=3)
             torch.save(net.state_dict(), run / "weights" / f"trial-{index}.pt")
     return run
