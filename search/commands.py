@@ -27,6 +27,17 @@ BUDGET_DEPRECATED = ("einspace: --budget is deprecated (it meant trials or time,
                      "a config means architecture limits); use --trials N or --time 30m")
 
 
+def strategy_choice(name: str) -> str:
+    """``--strategy``'s check: a registered strategy's name.  A type rather than argparse
+    ``choices``, which ``--help`` would list, importing every strategy (torch, Optuna)."""
+    from .strategies import strategy_names
+
+    if name not in strategy_names():
+        known = ", ".join(map(repr, strategy_names()))
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {known})")
+    return name
+
+
 def budget_override(trials: int | None, time_budget: str | None) -> dict:
     """The ``search`` keys of ``--trials N`` and ``--time 30m`` (``2h``, ``900s``): either one
     alone is the whole budget (the other limit of the config is lifted), both together keep
@@ -145,7 +156,6 @@ def cmd_evaluate(args) -> None:
 def add_search_commands(sub, positive_int, positive_float) -> None:
     """Register ``search`` and ``evaluate`` on the main parser's subcommands."""
     from .shipped import shipped_names
-    from .strategies import strategy_names
 
     p = sub.add_parser("search", help="run (or resume) an architecture search with Ray",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -153,7 +163,8 @@ def add_search_commands(sub, positive_int, positive_float) -> None:
     p.add_argument("--config", help=f"YAML file or shipped config ({', '.join(shipped_names())})")
     p.add_argument("--task", help="built-in task name or unseen:/path/to/dir")
     p.add_argument("--task-size", choices=["small", "default"], help="built-in task size")
-    p.add_argument("--strategy", choices=strategy_names())
+    p.add_argument("--strategy", type=strategy_choice, metavar="NAME",
+                   help="a registered search strategy (shipped: evolution, random, optuna)")
     p.add_argument("--trials", type=positive_int, help="trained trials (duplicates and "
                    "rejected candidates do not count)")
     p.add_argument("--time", metavar="DURATION", help="wall-clock budget: 900s, 30m, 2h")

@@ -296,7 +296,7 @@ class SearchDriver:
         self._forget(trial_id)
         self._finish(index, number, status, score, reason, info)
 
-    def _finish(self, index: int, number: int, status: str, score: float, reason: str,
+    def _finish(self, index: int, number: int, status: Status, score: float, reason: str,
                 info: dict) -> None:
         trial = self.loop.trials[index]
         if status == Status.FAILED:

@@ -66,7 +66,7 @@ class Progress:
         elif self.final_epochs is not None:
             self._emit(f"  final: trial {index} {self._epoch_text(index)}", newline=True)
 
-    def finished(self, index: int, status: str, score: float,
+    def finished(self, index: int, status: Status, score: float,
                  best: tuple[float, int] | None) -> None:
         with self._lock:
             self.current.pop(index, None)

@@ -79,7 +79,7 @@ class StoredTrial:
     derivation: Derivation
     origin: str
     proposal: dict
-    status: str | None = None
+    status: Status | None = None
     score: float | None = None
     reason: str = ""
     result: dict = field(default_factory=dict)
@@ -163,7 +163,7 @@ class TrialStore:
             self.storage.set_trial_intermediate_value(self._trial_id(number), epoch, score)
 
     @_writing
-    def finish(self, number: int, status: str, score: float, reason: str, result: dict,
+    def finish(self, number: int, status: Status, score: float, reason: str, result: dict,
                tell_seq: int | None) -> None:
         """Record how an attempt ended (``status`` ok, failed, stopped or interrupted): first the
         outcome attribute (one transaction), then the Optuna state."""
@@ -208,21 +208,22 @@ class TrialStore:
             record = t.user_attrs.get(RECORD)
             if record is None:
                 continue
-            try:
-                derivation = parse(record["derivation"])
-                index = record["index"]
-            except (EinspaceError, KeyError, TypeError) as e:
-                raise StoreError(f"{self.url}: trial {t.number} holds an unreadable "
-                                 f"record: {e}") from None
             outcome = t.user_attrs.get(OUTCOME) or {}
             if t.state == TrialState.RUNNING:
                 outcome = {}
+            try:
+                derivation = parse(record["derivation"])
+                index = record["index"]
+                status = None if outcome.get("status") is None else Status(outcome["status"])
+            except (EinspaceError, KeyError, TypeError, ValueError) as e:
+                raise StoreError(f"{self.url}: trial {t.number} holds an unreadable "
+                                 f"record: {e}") from None
             proposal = {k: v for k, v in record.items()
                         if k not in ("index", "hash", "derivation", "origin")}
             out.append(StoredTrial(
                 number=t.number, index=index, derivation=derivation,
                 origin=record.get("origin", ""), proposal=proposal,
-                status=outcome.get("status"), score=outcome.get("score"),
+                status=status, score=outcome.get("score"),
                 reason=outcome.get("reason", ""), result=outcome.get("result") or {},
                 tell_seq=outcome.get("tell_seq"),
                 started=t.datetime_start.timestamp() if t.datetime_start else None,

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 import pytest
 import yaml
+from test_strategy_conformance import (
+    check_deterministic_per_seed,
+    check_replayed_tells_continue_the_search,
+    check_unusable_results_are_handled,
+    check_valid_proposals,
+)
 
 from einspace.cli import main
 from einspace.errors import ConfigError, SamplingError
@@ -25,12 +31,6 @@ from einspace.search.strategies import (
     register,
     registry,
     strategy_names,
-)
-from test_strategy_conformance import (
-    check_deterministic_per_seed,
-    check_replayed_tells_continue_the_search,
-    check_unusable_results_are_handled,
-    check_valid_proposals,
 )
 
 # -- the toy strategy: everything it needs is here -----------------------------------------------
