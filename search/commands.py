@@ -7,8 +7,9 @@
     einspace evaluate results/addnist-re --top-k 3       # retrain on train+valid, score test
 
 Flags override the config file; the resolved config is written into the run directory.
-``--trials`` and ``--time`` are the search's budget: either alone replaces the config's budget,
-both together stop the search at whichever is spent first.
+``--trials N`` and ``--time 30m`` are the search's budget: ``--time`` alone lifts the config's
+trial limit (the search runs that long), ``--trials`` alone keeps a time limit the config sets,
+and both together stop the search at whichever is spent first.
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ def strategy_choice(name: str) -> str:
 
 
 def budget_override(trials: int | None, time_budget: str | None) -> dict:
-    """The ``search`` keys of ``--trials N`` and ``--time 30m`` (``2h``, ``900s``): either one
-    alone is the whole budget (the other limit of the config is lifted), both together keep
-    both limits."""
+    """The ``search`` keys of ``--trials N`` and ``--time 30m`` (``2h``, ``900s``); ``--time``
+    without ``--trials`` lifts the config's trial limit, as the time is the budget asked for."""
     from .config import parse_duration
 
     if time_budget is None:
@@ -167,7 +167,8 @@ def add_search_commands(sub, positive_int, positive_float) -> None:
                    help="a registered search strategy (shipped: evolution, random, optuna)")
     p.add_argument("--trials", type=positive_int, help="trained trials (duplicates and "
                    "rejected candidates do not count)")
-    p.add_argument("--time", metavar="DURATION", help="wall-clock budget: 900s, 30m, 2h")
+    p.add_argument("--time", metavar="DURATION", help="wall-clock budget: 900s, 30m, 2h "
+                   "(without --trials, the config's trial limit is lifted)")
     p.add_argument("--budget", help="deprecated: use --trials or --time")
     p.add_argument("--workers", type=positive_int, help="concurrent trials")
     p.add_argument("--cpus-per-trial", type=positive_float)
