@@ -45,10 +45,9 @@ import yaml
 
 from einspace import count
 from einspace.errors import ConfigError
-from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.data import TaskData
+from einspace.tasks.handle import resolve_task
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import load_task, task_recipe
 from einspace.tasks.status import Status
 
 from .cluster import check_address, start_ray
@@ -96,12 +95,12 @@ class SearchSummary:
 def search_recipe(config: SearchConfig) -> Recipe:
     """The recipe trials train with: the task's (defaults, its metric and own overrides), then
     the config's ``training`` section."""
-    return task_recipe(config.task["name"], config.raw["training"])
+    return resolve_task(config.task["name"]).recipe(config.raw["training"])
 
 
 def load_search_task(config: SearchConfig) -> TaskData:
     task = config.task
-    return load_task(task["name"], task["root"], seed=task["seed"], size=task["size"])
+    return resolve_task(task["name"]).load(task["seed"], task["size"], task["root"])
 
 
 def make_strategy(config: SearchConfig, input_shape: tuple[int, ...]) -> Strategy:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from task_checks import checksum
 
-from einspace.tasks import pianoroll
+from einspace.tasks import era_pianoroll
 from einspace.tasks.data import CLASSIFICATION
-from einspace.tasks.pianoroll import (
+from einspace.tasks.era_pianoroll import (
     ERAS,
     INSTALL,
     LABELS,
@@ -201,4 +201,4 @@ def test_default_size_under_a_minute_cold_and_seconds_from_the_cache():
     assert not files["train"] & files["valid"] and not files["train"] & files["test"]
     assert not files["valid"] & files["test"]
     assert [len(files[name]) for name in ("train", "valid", "test")] == [80, 20, 20]
-    assert pianoroll.cache_dir(data.metadata["music21_version"]).is_dir()
+    assert era_pianoroll.cache_dir(data.metadata["music21_version"]).is_dir()

@@ -13,7 +13,7 @@ from task_checks import checksum
 
 import einspace
 from einspace.tasks.data import CLASSIFICATION
-from einspace.tasks.language import (
+from einspace.tasks.language_lite import (
     ALPHABET,
     INSTALL,
     LANGUAGES,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import einspace
-from einspace.tasks.darcy import (
+from einspace.tasks.darcy_lite import (
     HIGH,
     INSTALL,
     LOW,
