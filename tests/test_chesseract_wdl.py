@@ -114,6 +114,7 @@ def test_missing_tables_name_the_fetch_command(tmp_path, monkeypatch):
         chesseract_wdl.make_chesseract_wdl(0, "small")
 
 
+@pytest.mark.slow
 def test_tiny_conv_beats_chance(monkeypatch):
     """Three 3x3 conv layers (no pooling) on 2,400 positions, a few seconds of SGD."""
     monkeypatch.setitem(chesseract_wdl.SIZES, "small", (800, 200, 10))

@@ -130,6 +130,7 @@ def test_default_size_is_fast():
     assert [len(data.splits[s]) for s in ("train", "valid", "test")] == [8000, 2000, 2000]
 
 
+@pytest.mark.slow
 def test_tiny_cnn_beats_chance():
     """Two 3x3 conv layers + the global-pool head, 4 epochs (about 5 s on one CPU thread)."""
     data = addnist_lite.make_addnist_lite(0, "default")

@@ -179,6 +179,7 @@ def test_unknown_size():
         make_era_pianoroll(0, "huge")
 
 
+@pytest.mark.slow
 @needs_source
 def test_default_size_under_a_minute_cold_and_seconds_from_the_cache():
     """The limit is on CPU seconds: the build is single-threaded, so that is its wall time on an

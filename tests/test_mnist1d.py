@@ -73,6 +73,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
     assert get_task("mnist1d").install == "pip install mnist1d"
 
 
+@pytest.mark.slow
 def test_default_size_is_fast():
     mnist1d_module.make_mnist1d(0, "small")  # the package import (matplotlib) is not generation
     start = time.perf_counter()
@@ -81,6 +82,7 @@ def test_default_size_is_fast():
     assert [len(data.splits[s]) for s in ("train", "valid", "test")] == [8000, 1600, 2400]
 
 
+@pytest.mark.slow
 def test_tiny_conv_beats_chance():
     """Two 3x3 (= 1x3 on a 1x40 image) conv layers + global-pool head, 3 epochs on 4,000."""
     data = mnist1d_module.make_mnist1d(0, "default")

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 TOY_TASK = '''
 """``toy_stripes``: horizontal or vertical stripes on noise (two classes)."""
 
@@ -56,6 +58,7 @@ def einspace_with_toy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_task_declared_in_one_file_searches_end_to_end(tmp_path):
     (tmp_path / "toy_task.py").write_text(textwrap.dedent(TOY_TASK))
     shown = einspace_with_toy(tmp_path, "tasks", "show", "toy_stripes", "--json")

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import einspace
 from einspace.blocks.codebooks import PrototypeModule
-from einspace.blocks.convolutional import LowRankLinearModule
+from einspace.blocks.low_rank import LowRankLinearModule
 from einspace.errors import ConfigError
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.techniques import (

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from einspace.blocks.convolutional import LowRankConvModule, LowRankLinearModule
+from einspace.blocks.low_rank import LowRankConvModule, LowRankLinearModule
 
 from .base import Batch, Context, Technique, check_number, derived_seed, register
 
