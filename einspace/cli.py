@@ -278,6 +278,7 @@ def cmd_tasks_baseline(args) -> None:
     A run that fails to train is recorded, then reported as an error."""
     from einspace.tasks.baseline import append_record, run_baseline
     from einspace.tasks.handle import resolve_task
+    from einspace.tasks.status import Status
 
     from .seeds import seed_names
 
@@ -302,7 +303,7 @@ def cmd_tasks_baseline(args) -> None:
         out = append_record(record, args.out)
     except OSError as e:
         raise EinspaceError(f"cannot write results file {args.out}: {e.strerror}") from None
-    if record["status"] == "failed":
+    if record["status"] == Status.FAILED:
         raise EinspaceError(f"{args.arch} failed to train on {args.name}: {record['reason']} "
                             f"(recorded in {out})")
     if args.json:

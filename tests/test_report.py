@@ -16,7 +16,7 @@ from einspace.search.config import resolve
 from einspace.search.engine import prepare_run_dir
 from einspace.search.report_figures import paper_usage, pareto_front, terminal_uses
 from einspace.search.store import TrialStore, default_url
-from einspace.search.strategy import Proposal
+from einspace.search.strategies import Proposal
 
 SHAPE = (1, 24, 24)  # language_lite
 SAMPLER = einspace.Sampler(budget=einspace.Budget(max_params=30_000, max_nodes=30, max_depth=7))

@@ -10,10 +10,11 @@ import random
 import pytest
 
 from einspace import Budget, Sampler, canonical_hash, load_grammar
-from einspace.search.evolution import RegularisedEvolution
 from einspace.search.loop import DONE, WAIT, LoopTrial, SearchLoop
-from einspace.search.random_search import RandomSearch
-from einspace.search.strategy import FAILED, OK, Outcome, Strategy
+from einspace.search.strategies import Outcome, Strategy
+from einspace.search.strategies.evolution import RegularisedEvolution
+from einspace.search.strategies.random_search import RandomSearch
+from einspace.tasks.status import Status
 
 SHAPE = (3, 8, 8)
 SAMPLER = Sampler(budget=Budget(max_params=50_000, max_nodes=40, max_depth=10))
@@ -27,8 +28,8 @@ def outcome(trial: LoopTrial) -> Outcome:
     """Score from the hash; about one trial in five fails."""
     value = int(trial.hash[:8], 16)
     if value % 5 == 0:
-        return Outcome(trial.index, trial.proposal.derivation, -math.inf, FAILED)
-    return Outcome(trial.index, trial.proposal.derivation, value / 2**32, OK,
+        return Outcome(trial.index, trial.proposal.derivation, -math.inf, Status.FAILED)
+    return Outcome(trial.index, trial.proposal.derivation, value / 2**32, Status.OK,
                    trial.proposal.choices)
 
 

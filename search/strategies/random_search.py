@@ -6,9 +6,11 @@ import random
 
 from einspace.sampler import Sampler
 
-from .strategy import Proposal, Strategy
+from .base import Proposal, Strategy
+from .registry import register
 
 
+@register
 class RandomSearch(Strategy):
     """Samples each candidate afresh; the best of the budget wins."""
 
