@@ -101,7 +101,7 @@ def _rng(seed) -> random.Random:
 
 def sample(input_shape, seed=None, *, sampler: Sampler | None = None) -> Derivation:
     """Draw one architecture for ``input_shape`` (C,H,W or N,D; no batch dim)."""
-    return _sampler(sampler).sample(input_shape, _rng(seed))
+    return _sampler(sampler).sample(input_shape, _rng(seed)).derivation
 
 
 def mutate(derivation: Derivation, input_shape, seed=None, *,

@@ -1,4 +1,4 @@
-"""Shape annotation and cost counting: a walker that needs no tensors.
+"""Shape annotation and cost counting, from each production's own rules; no tensors needed.
 
 ``annotate(derivation, input_shape)`` gives every node its input and output shape and the
 parameters, FLOPs and new activation elements of its subtree (per sample; a module repeated k
