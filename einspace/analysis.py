@@ -16,7 +16,7 @@ from . import structure
 from .cost import Cost
 from .derivation import Child, Derivation
 from .errors import ShapeError, format_path
-from .productions import MODULE, Feed, production
+from .productions import MODULE, production
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def annotate(derivation: Derivation, input_shape) -> Annotation:
     """Annotate every node of ``derivation`` for ``input_shape``; ShapeError if it does not fit."""
     shape = check_input_shape(input_shape)
     nodes: dict[tuple[int, ...], NodeInfo] = {}
-    out, cost = _Annotator(nodes).module(derivation, Feed(shape), (), 0, MODULE)
+    out, cost = _Annotator(nodes).module(derivation, shape, (), 0, MODULE, 1, 1)
     return Annotation(derivation, shape, out, cost, nodes)
 
 
@@ -81,9 +81,8 @@ class _Annotator:
     def __init__(self, nodes: dict):
         self.nodes = nodes
 
-    def terminal(self, kind: Kind, name: str, at: Feed, path, depth):
+    def terminal(self, kind: Kind, name: str, x, ctx: Context, path, depth, repeat, batch):
         terminal = get(kind, name)
-        x, ctx = at.shape, at.context
         y = terminal.infer(x, ctx)
         if y is None:
             raise ShapeError(f"at {format_path(path)}: {kind.value} terminal {name!r} does not "
@@ -91,27 +90,27 @@ class _Annotator:
         shared = terminal.shared_flops(x, ctx)
         cost = Cost(terminal.params(x, ctx), terminal.flops(x, ctx) + shared,
                     numel(y) if terminal.allocates else 0, 1, shared)
-        self.nodes[path] = NodeInfo(path, name, kind, x, y, depth, cost, ctx, at.repeat, at.batch)
+        self.nodes[path] = NodeInfo(path, name, kind, x, y, depth, cost, ctx, repeat, batch)
         return y, cost
 
-    def module(self, node: Derivation, at: Feed, path, depth, slot):
+    def module(self, node: Derivation, x: Shape, path, depth, slot, repeat, batch):
         slots = structure.check_node(node, path)
         rule = production(node.label)
-        x = at.shape
         outputs: dict[int, object] = {}
         costs: list[Cost] = [Cost()] * len(slots)
         for i in rule.order(node):
             feed = rule.feed(node, i, x, outputs, path)
-            child_at = Feed(feed.shape, feed.context, at.repeat * feed.repeat,
-                            at.batch * feed.batch)
             child, where = node.children[i], path + (i,)
             if slots[i] == MODULE:
-                outputs[i], costs[i] = self.module(child, child_at, where, depth + 1, MODULE)
+                outputs[i], costs[i] = self.module(child, feed.shape, where, depth + 1, MODULE,
+                                                   repeat * feed.repeat, batch * feed.batch)
             else:
-                outputs[i], costs[i] = self.terminal(slots[i], child, child_at, where, depth + 1)
+                outputs[i], costs[i] = self.terminal(slots[i], child, feed.shape, feed.context,
+                                                     where, depth + 1, repeat * feed.repeat,
+                                                     batch * feed.batch)
         y, cost = rule.output(node, outputs), rule.cost(node, x, costs)
-        self.nodes[path] = NodeInfo(path, node, slot, x, y, depth, cost, NO_CONTEXT, at.repeat,
-                                    at.batch)
+        self.nodes[path] = NodeInfo(path, node, slot, x, y, depth, cost, NO_CONTEXT, repeat,
+                                    batch)
         return y, cost
 
 

@@ -12,8 +12,7 @@ Productions register themselves the way terminals do in :mod:`einspace.blocks.re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar, NamedTuple, Union
 
 from einspace.blocks.registry import NO_CONTEXT, Context, Kind, Shape, UnknownTerminalError, get
 
@@ -29,11 +28,10 @@ NODE = Cost(nodes=1)
 """What a production node adds to its children's cost: itself."""
 
 
-@dataclass(frozen=True)
-class Feed:
+class Feed(NamedTuple):
     """What one child receives when its node is evaluated: its input shape and context, and by
     how much its subtree is multiplied (built ``repeat`` times, run ``batch`` times per sample
-    with shared weights)."""
+    with shared weights).  A named tuple: annotation makes one per child, often."""
 
     shape: object
     context: Context = NO_CONTEXT
@@ -73,7 +71,8 @@ class Production:
         """The node's subtree cost from its children's (one entry per child, in child order)."""
         total = NODE
         for i, c in enumerate(costs):
-            total = total + c * self.feed_multiplier(node, i, x)
+            k = self.feed_multiplier(node, i, x)
+            total = total + (c if k == 1 else c * k)
         return total
 
     def feed_multiplier(self, node: Derivation, i: int, x: Shape) -> int:

@@ -67,7 +67,7 @@ class Sampled:
     The annotation is made on first use and kept with the sample, so a caller that needs shapes
     or costs (the ``sample`` command, budget and memory checks) never annotates it again, and
     one that needs only the tree does not pay for it.  It is not the sampler's own tally, which
-    bounds shared work from above to decide what fits (see :meth:`Sampler.pick_terminal`)."""
+    bounds shared work from above to decide what fits (see ``_tally``)."""
 
     derivation: Derivation
     input_shape: Shape
