@@ -55,8 +55,8 @@ def check_input_shape(shape) -> Shape:
         raise ShapeError(f"input shape {shape!r} must be a sequence of integers") from None
     if len(dims) not in (2, 3) or any(d <= 0 for d in dims) or any(
             isinstance(d, float) and not d.is_integer() for d in shape):
-        raise ShapeError(f"input shape {shape!r} must be C,H,W (image) or N,D (tokens) with "
-                         f"positive sizes, without the batch dimension")
+        raise ShapeError(f"input shape {shape!r} must be C,H,W or N,D (an image or tokens) "
+                         f"with positive sizes, without the batch dimension")
     return dims
 
 
