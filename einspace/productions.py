@@ -12,6 +12,7 @@ Productions register themselves the way terminals do in :mod:`einspace.blocks.re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar, NamedTuple, Union
 
 from einspace.blocks.registry import NO_CONTEXT, Context, Kind, Shape, UnknownTerminalError, get
@@ -53,7 +54,7 @@ class Production:
         """The slot of each child position, given the first child when it is a terminal."""
         raise NotImplementedError
 
-    def order(self, node: Derivation) -> range:
+    def order(self, node: Derivation) -> Iterable[int]:
         """Child indices in evaluation order (the order data flows through them)."""
         return range(len(node.children))
 
