@@ -34,17 +34,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def input_shape(text: str) -> tuple[int, ...]:
-    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28)."""
+    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28); the sizes are checked by the one check every
+    input shape passes (``einspace.analysis.check_input_shape``)."""
+    from .analysis import check_input_shape
+    from .errors import ShapeError
+
     parts = text.replace("x", ",").replace("×", ",").split(",")
     try:
         dims = tuple(int(p) for p in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a shape; write C,H,W (e.g. 3,28,28) or N,D") from None
-    if len(dims) not in (2, 3) or min(dims) < 1:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a shape is C,H,W or N,D with positive sizes (no batch dim)")
-    return dims
+    try:
+        return check_input_shape(dims)
+    except ShapeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_int(text: str) -> int:
@@ -89,7 +93,6 @@ def load_arch(spec: str):
 
 
 def cmd_sample(args) -> None:
-    from .analysis import annotate
     from .config import load_space_config
     from .inspect import human, shape_str
 
@@ -97,8 +100,8 @@ def cmd_sample(args) -> None:
     sampler = space.sampler()
     for i in range(args.n):
         seed = args.seed + i
-        derivation = sampler.sample(args.input_shape, random.Random(seed))
-        info = _describe(annotate(derivation, args.input_shape), args.num_classes)
+        sampled = sampler.sample(args.input_shape, random.Random(seed))
+        info = _describe(sampled.annotation, args.num_classes)
         info["seed"] = seed
         if args.json:
             print(json.dumps(info))

@@ -107,7 +107,7 @@ def test_min_distance_rejects_children_too_close_to_their_parent():
                                min_distance=2.0)
     parents = {}
     for index in range(4):
-        d = sampler.sample((3, 8, 8), random.Random(index))
+        d = sampler.sample((3, 8, 8), random.Random(index)).derivation
         parents[index] = d
         evo.tell(Outcome(index, d, 0.1 * index, Status.OK))
     far = 0

@@ -50,7 +50,7 @@ def sampled():
         seed = 0
         while sum(p[0] == terminal_set for p in picked) < count:
             shape = shapes[seed % 3]
-            d = sampler.sample(shape, random.Random(seed))
+            d = sampler.sample(shape, random.Random(seed)).derivation
             seed += 1
             if d.size < 5 or needs_paper and not PAPER_TERMINALS & words(d):
                 continue

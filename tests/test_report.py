@@ -28,7 +28,7 @@ def make_run(run_dir, outcomes):
     prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"}}), run_dir)
     store = TrialStore(default_url(run_dir))
     for index, (status, score, reason) in enumerate(outcomes):
-        d = SAMPLER.sample(SHAPE, random.Random(index))
+        d = SAMPLER.sample(SHAPE, random.Random(index)).derivation
         cost = einspace.count(d, SHAPE, num_classes=9)
         number = store.start(index, Proposal(d, "sample"), {"params": cost.params,
                                                              "flops": cost.flops})

@@ -121,7 +121,7 @@ def test_stop_prevents_new_proposals():
 # -- duplicates and exhaustion ----------------------------------------------------------------
 
 def all_tiny_hashes() -> set[str]:
-    return {TINY.sample(TINY_SHAPE, random.Random(k)).hash for k in range(400)}
+    return {TINY.sample(TINY_SHAPE, random.Random(k)).derivation.hash for k in range(400)}
 
 
 @pytest.mark.parametrize("make", [lambda: RandomSearch(TINY, TINY_SHAPE),
@@ -132,7 +132,8 @@ def test_duplicates_are_never_handed_out_and_exhaustion_ends_the_search(make):
     assert len(space) == 6
     # the six texts build three networks: norm twice, norm, and the identity (written as
     # identity routings, identity chains, ...); each network is trained once
-    networks = {canonical_hash(TINY.sample(TINY_SHAPE, random.Random(k))) for k in range(400)}
+    networks = {canonical_hash(TINY.sample(TINY_SHAPE, random.Random(k)).derivation)
+                for k in range(400)}
     assert len(networks) == 3
     loop = SearchLoop(make(), seed=1, max_trials=50, lag=2, max_duplicate_draws=40)
     simulate(loop, workers=2, order=random.Random(3))

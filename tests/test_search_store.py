@@ -28,7 +28,7 @@ def derivations(n: int, seed: int = 0):
     """``n`` distinct sampled derivations."""
     out, seen, k = [], set(), 0
     while len(out) < n:
-        d = SAMPLER.sample(SHAPE, random.Random(f"{seed}/{k}"))
+        d = SAMPLER.sample(SHAPE, random.Random(f"{seed}/{k}")).derivation
         k += 1
         if d.hash not in seen:
             seen.add(d.hash)

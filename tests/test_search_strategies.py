@@ -45,7 +45,7 @@ def run_sequential(loop: SearchLoop, outcome=outcome_for) -> None:
 
 
 def sample(seed: int):
-    return SAMPLER.sample(SHAPE, random.Random(seed))
+    return SAMPLER.sample(SHAPE, random.Random(seed)).derivation
 
 
 def assert_valid(derivation) -> None:
@@ -92,7 +92,8 @@ def test_random_search_proposals_are_valid_samples():
         assert trial.proposal.parents == ()
         assert_valid(trial.proposal.derivation)
     # trial n is the sampler's draw from the loop's per-trial stream
-    assert loop.trials[4].proposal.derivation == SAMPLER.sample(SHAPE, random.Random("3/4"))
+    drawn = SAMPLER.sample(SHAPE, random.Random("3/4")).derivation
+    assert loop.trials[4].proposal.derivation == drawn
 
 
 def test_random_search_is_repeatable_per_seed():
@@ -369,7 +370,7 @@ def test_optuna_proposals_are_valid_and_record_their_draws():
         assert_valid(proposal.derivation)
         # the draws are every decision: replaying them rebuilds the same derivation
         replay = Replay(draws)
-        assert SAMPLER.sample(SHAPE, replay) == proposal.derivation
+        assert SAMPLER.sample(SHAPE, replay).derivation == proposal.derivation
         assert replay.draws == []
     assert strategy.state() == {"observed": 11}  # lag 1: the last result is never needed
 

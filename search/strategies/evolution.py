@@ -250,7 +250,7 @@ class RegularisedEvolution(Strategy):
         return Member(index, self.seeds[index][1], float("nan"))
 
     def _sample(self, rng: random.Random) -> Proposal:
-        return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
+        return Proposal(self.sampler.sample(self.input_shape, rng).derivation, "sample")
 
 
 def _novelty(position: int, drawn: list[Member]) -> float:

@@ -90,7 +90,7 @@ class OptunaStrategy(Strategy):
                               else optuna.samplers.RandomSampler(seed=seed))
         trial = self.study.ask()
         draws = _TrialDraws(trial)
-        derivation = self.grammar_sampler.sample(self.input_shape, draws)
+        derivation = self.grammar_sampler.sample(self.input_shape, draws).derivation
         # The asked trial only carried the sampling; the result arrives through tell().
         self.study.tell(trial, state=TrialState.FAIL)
         return Proposal(derivation, "optuna", choices={"draws": draws.draws})

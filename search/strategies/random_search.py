@@ -21,4 +21,4 @@ class RandomSearch(Strategy):
         self.input_shape = tuple(input_shape)
 
     def ask(self, index: int, rng: random.Random) -> Proposal:
-        return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
+        return Proposal(self.sampler.sample(self.input_shape, rng).derivation, "sample")
