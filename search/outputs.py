@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from .run_dir import RunDir
 from .store import StoredTrial, TrialStore
 from .strategy import OK
 
@@ -34,14 +35,13 @@ def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
     return sorted(trials, key=key)
 
 
-def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
-    run_dir = Path(run_dir)
+def write_outputs(run: RunDir, store: TrialStore) -> dict:
     trials = store.latest()
     order = ranked([t for t in trials if t.done])
-    _leaderboard(run_dir / "leaderboard.csv", order)
+    _leaderboard(run.leaderboard, order)
     best = order[0] if order and order[0].status == OK else None
     if best is not None:
-        (run_dir / "best.arch").write_text(best.derivation.text + "\n")
+        run.write_best_arch(best.derivation.text)
     summary = {
         "trials": len(trials), "finished": len(order),
         "ok": sum(t.status == OK for t in order),
@@ -53,9 +53,9 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
                                            "hash": best.hash,
                                            "derivation": best.derivation.text},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    run.summary_file.write_text(json.dumps(summary, indent=1))
     if order:
-        plot_progress(run_dir / "progress.png", trials)
+        plot_progress(run.progress_picture, trials)
     return summary
 
 
