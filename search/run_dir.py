@@ -217,9 +217,16 @@ class RunDir:
         return any(p.exists() for p in (self.leaderboard, self.summary_file, self.weights_dir,
                                         self.best_arch))
 
-    def tune_sessions(self) -> int:
-        """How many Tune sessions this run has started (each gets its own storage folder)."""
-        return len(list(self.tune_dir.glob("session-*"))) if self.tune_dir.is_dir() else 0
+    def next_tune_session(self) -> str:
+        """The folder name under ``tune/`` of the next Tune session: each session (a new one
+        starts after Tune aborts, see :mod:`einspace.search.tune_session`) keeps its own."""
+        started = len(list(self.tune_dir.glob("session-*"))) if self.tune_dir.is_dir() else 0
+        return f"session-{started}"
+
+    @staticmethod
+    def tune_trial_folder(index: int) -> str:
+        """The folder name Tune gives trial ``index`` inside its session's folder."""
+        return f"trial-{index}"
 
     def write_best_arch(self, text: str) -> None:
         self.best_arch.write_text(text + "\n")

@@ -1,7 +1,7 @@
 """The task a search's config names, loaded, and the recipe its trials train with.
 
-Kept apart from the driver (:mod:`einspace.search.engine`) because export and the report need
-them for a finished run without starting, or importing, Ray.
+Kept apart from the driver (:mod:`einspace.search.engine`) because export needs them for a
+finished run without starting, or importing, Ray.
 """
 
 from __future__ import annotations

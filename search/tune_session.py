@@ -171,8 +171,9 @@ def fit_session(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
                                     max_concurrent_trials=workers, reuse_actors=True,
-                                    trial_dirname_creator=lambda t: f"trial-{t.config['index']}"),
-        run_config=tune.RunConfig(name=f"session-{run.tune_sessions()}",
+                                    trial_dirname_creator=lambda t: run.tune_trial_folder(
+                                        t.config["index"])),
+        run_config=tune.RunConfig(name=run.next_tune_session(),
                                   storage_path=str(run.tune_dir.resolve()), verbose=0,
                                   failure_config=tune.FailureConfig(
                                       max_failures=search["retries"]),
