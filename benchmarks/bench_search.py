@@ -39,9 +39,10 @@ from pathlib import Path
 
 from torch import nn
 
-from einspace.search import engine
+from einspace.search import engine, tune_session
 from einspace.search.config import resolve
-from einspace.search.engine import SearchDriver, run_search
+from einspace.search.driver import SearchDriver
+from einspace.search.engine import run_search
 from einspace.search.loop import SearchLoop
 from einspace.search.store import TrialStore, open_run_store
 
@@ -118,7 +119,8 @@ def instrumented():
 
     for owner, name, label in [
         (engine, "load_search_task", "load task"), (engine, "start_ray", "ray.init"),
-        (engine, "_fit", "Tune (Tuner.fit)"), (engine, "write_outputs", "write outputs"),
+        (tune_session, "fit_session", "Tune (Tuner.fit)"),
+        (engine, "write_outputs", "write outputs"),
         (SearchDriver, "suggest", "suggest"), (SearchDriver, "on_result", "on_result"),
         (SearchDriver, "on_complete", "on_complete"), (SearchDriver, "_cost", "cost annotation"),
         (SearchLoop, "next", "proposal (loop.next)"), (SearchLoop, "finish", "loop.finish"),

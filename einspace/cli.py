@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-from pathlib import Path
 
 from .errors import EinspaceError
 
@@ -71,27 +69,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-def load_arch(spec: str):
-    """Derivation text, a file holding it, or a shipped seed's name."""
-    from .seeds import load_seed, seed_names, strip_comments
-    from .text import parse
-
-    if spec.lstrip().startswith("("):
-        return parse(spec)
-    path = Path(spec)
-    if os.path.isfile(spec):  # unlike Path.is_file, False for a name too long to be a file
-        try:
-            return parse(strip_comments(path.read_text(encoding="utf-8")))
-        except EinspaceError as e:
-            raise EinspaceError(f"{path}: {e}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise EinspaceError(f"{path}: cannot be read as architecture text ({e})") from None
-    if spec in seed_names():
-        return load_seed(spec)
-    raise EinspaceError(f"{spec!r} is neither architecture text, an existing file, nor a seed "
-                        f"name ({', '.join(seed_names())})")
-
-
 def cmd_sample(args) -> None:
     from .config import load_space_config
     from .inspect import human, shape_str
@@ -126,10 +103,11 @@ def _describe(annotation, num_classes: int | None) -> dict:
 
 def cmd_inspect(args) -> None:
     from .analysis import annotate
+    from .architecture_source import resolve_architecture
     from .dataflow_picture import write_dataflow
     from .inspect import render_tree, shape_str
 
-    derivation = load_arch(args.arch)
+    derivation = resolve_architecture(args.arch)
     annotation = annotate(derivation, args.input_shape)
     info = _describe(annotation, args.num_classes)
     if args.graph:
@@ -166,10 +144,11 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_distance(args) -> None:
+    from .architecture_source import resolve_architecture
     from .canonical_form import canonical_hash
     from .tree_distance import EditWeights, tree_distance
 
-    a, b = load_arch(args.a), load_arch(args.b)
+    a, b = resolve_architecture(args.a), resolve_architecture(args.b)
     weights = EditWeights(args.relabel_terminal, args.relabel_production, args.indel_node)
     d = tree_distance(a, b, weights)
     same = canonical_hash(a) == canonical_hash(b)
@@ -283,10 +262,11 @@ def cmd_tasks_baseline(args) -> None:
     from einspace.tasks.handle import resolve_task
     from einspace.tasks.status import Status
 
+    from .architecture_source import resolve_architecture
     from .seeds import seed_names
 
     task = resolve_task(args.name)  # an unknown name fails before the architecture is parsed
-    derivation = load_arch(args.arch)
+    derivation = resolve_architecture(args.arch)
     overrides = {"seed": args.seed}
     if args.epochs is not None:
         overrides["eval_epochs" if args.final else "epochs"] = args.epochs

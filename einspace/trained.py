@@ -13,17 +13,14 @@ identity) gets none.
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from .compiler import build_traced
 from .derivation import Derivation
 from .errors import EinspaceError, format_path
 from .inspect import human
+from .state_dict import read_state_dict
 
 HEAD = "head."
 SHOWN_KEYS = 5
@@ -73,32 +70,12 @@ class TrainedWeights:
                 f"a module of its own (fused into a lowered ancestor, or an identity)")
 
 
-def load_state(file: str | Path) -> dict[str, torch.Tensor]:
-    """A ``state_dict`` read with ``weights_only=True``; a clear error for a missing file or
-    one that is not a plain ``state_dict``."""
-    path = Path(file)
-    if not path.is_file():
-        raise EinspaceError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EinspaceError(f"weights file {path} cannot be loaded as a state_dict: "
-                            f"{detail}") from None
-    if not isinstance(state, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise EinspaceError(f"weights file {path} holds a {type(state).__name__}, not a "
-                            f"state_dict (a mapping of names to tensors)")
-    return state
-
-
 def trained_weights(derivation: Derivation, input_shape, file: str | Path,
                     num_classes: int | None = None) -> TrainedWeights:
     """Attribute the weights in ``file`` to the nodes of ``derivation`` built for
     ``input_shape``.  Without ``num_classes`` the file's ``head.*`` tensors are taken as they
     are (the head is not part of the derivation); with it, they are checked too."""
-    state = load_state(file)
+    state = read_state_dict(file)
     network, origins = build_traced(derivation, input_shape, num_classes=num_classes)
     expected = network.state_dict()
     given = state if num_classes else {k: v for k, v in state.items() if not k.startswith(HEAD)}

@@ -98,6 +98,7 @@ def _overrides(args) -> dict:
 def cmd_search(args) -> None:
     from .config import load_config
     from .engine import run_search
+    from .run_dir import RunDir
 
     if args.resume:
         clashing = [flag for flag, value in (("--config", args.config), ("--task", args.task),
@@ -124,7 +125,7 @@ def cmd_search(args) -> None:
         try:
             summary = run_search(config, out, quiet=args.quiet)
         except KeyboardInterrupt:
-            if (out / "config.yaml").exists():
+            if RunDir(out).is_run():
                 print(f"einspace: search stopped; continue it with `einspace search --resume "
                       f"{out}`", file=sys.stderr)
             raise

@@ -13,9 +13,7 @@ during the long retraining (64 epochs under the paper's protocol).
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 from einspace.errors import ConfigError
 from einspace.tasks.data import TaskData
@@ -25,10 +23,10 @@ from einspace.tasks.status import Status
 from .faults import describe
 from .outputs import ranked
 from .progress import Progress
+from .run_dir import RunDir
 from .store import StoredTrial, TrialStore
 from .trial import trial_seed
 
-FINAL_DIR = "final"
 #: How often the driver collects the retraining workers' epochs, in seconds.
 POLL_SECONDS = 2.0
 
@@ -40,10 +38,9 @@ def _retrain(derivation_text: str, data: TaskData, recipe: Recipe, threads: int,
     import torch
 
     from einspace.compiler import build
+    from einspace.state_dict import serialize_state
     from einspace.tasks.trainer import train
     from einspace.text import parse
-
-    from .weights import serialize_state
 
     torch.set_num_threads(max(1, threads))
     derivation = parse(derivation_text)
@@ -69,23 +66,23 @@ def previous_final(store: TrialStore, top_k: int) -> list[dict] | None:
     return None
 
 
-def final_candidates(run_dir: Path, store: TrialStore, top_k: int) -> list[StoredTrial]:
+def final_candidates(run: RunDir, store: TrialStore, top_k: int) -> list[StoredTrial]:
     """The ``top_k`` best successful trials; a ConfigError when there is none (raised before
     any retraining is set up)."""
     candidates = [t for t in ranked(store.latest()) if t.status == Status.OK][:top_k]
     if not candidates:
-        raise ConfigError(f"{run_dir}: no successful trial to evaluate")
+        raise ConfigError(f"{run}: no successful trial to evaluate")
     return candidates
 
 
-def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: Recipe, *,
+def final_evaluation(run: RunDir, store: TrialStore, data: TaskData, recipe: Recipe, *,
                      top_k: int, epochs: int | None, seed: int, cpus: float, gpus: float,
                      log=print, progress: Progress | None = None) -> list[dict]:
     """Retrain the ``top_k`` best finished trials; needs Ray to be initialised.  ``progress``
     shows each candidate's epochs as they finish."""
     import ray
 
-    candidates = final_candidates(run_dir, store, top_k)
+    candidates = final_candidates(run, store, top_k)
     final_data = data.for_final()
     final_recipe = recipe.for_final()
     if epochs is not None:
@@ -106,14 +103,13 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
                for t in candidates}
     if queue is not None:
         _follow(list(pending.values()), queue, progress)
-    out_dir = run_dir / FINAL_DIR
-    out_dir.mkdir(exist_ok=True)
+    run.final_dir.mkdir(exist_ok=True)
     results = []
     for trial in candidates:
         summary = _collect(pending[trial.index])
         weights = summary.pop("weights")
         if weights is not None:
-            (out_dir / f"trial-{trial.index}.pt").write_bytes(weights)
+            run.final_weights_path(trial.index).write_bytes(weights)
         entry = {"index": trial.index, "hash": trial.hash, "search_score": trial.score,
                  "test_score": summary["score"] if summary["status"] != Status.FAILED else None,
                  "status": summary["status"], "reason": summary["reason"],
@@ -123,7 +119,7 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
         shown = (f"{entry['test_score']:.4f}" if entry["test_score"] is not None
                  else f"failed ({entry['reason']})")
         log(f"  trial {trial.index}: search score {trial.score:.4f}, test score {shown}")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    run.write_final_results(results)
     store.set_run("final", results)
     return results
 

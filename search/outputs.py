@@ -20,6 +20,7 @@ from pathlib import Path
 
 from einspace.tasks.status import Status
 
+from .run_dir import RunDir
 from .store import StoredTrial, TrialStore
 
 COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "parents", "seconds",
@@ -36,15 +37,14 @@ def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
     return sorted(trials, key=key)
 
 
-def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
-    run_dir = Path(run_dir)
+def write_outputs(run: RunDir, store: TrialStore) -> dict:
     trials = store.latest()
     order = ranked([t for t in trials if t.done])
-    _leaderboard(run_dir / "leaderboard.csv", order)
+    _leaderboard(run.leaderboard, order)
     best = order[0] if order and order[0].status == Status.OK else None
     seed = best_seed(order)
     if best is not None:
-        (run_dir / "best.arch").write_text(best.derivation.text + "\n")
+        run.write_best_arch(best.derivation.text)
     summary = {
         "trials": len(trials), "finished": len(order),
         **{status: sum(t.status == status for t in order)
@@ -56,9 +56,9 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
         "seed": None if seed is None else {"index": seed.index, "origin": seed.origin,
                                            "score": seed.score},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    run.summary_file.write_text(json.dumps(summary, indent=1))
     if order:
-        plot_progress(run_dir / "progress.png", trials)
+        plot_progress(run.progress_picture, trials)
     return summary
 
 

@@ -20,7 +20,6 @@ not a run, a missing or corrupted database, or an unwritable output directory is
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -37,12 +36,10 @@ from einspace.tasks.status import Status
 
 from . import report_figures as figs
 from . import report_html as html
-from .engine import read_run_config
-from .final import FINAL_DIR
 from .outputs import plot_progress, ranked
+from .run_dir import RunDir
 from .store import StoredTrial, StoreError, open_run_store
 
-REPORT_DIR = "report"
 GRAPHS_DIR = "graphs"
 FIGURES = ("progress.png", "pareto.png", "terminals.png", "failures.png")
 #: Rows of the HTML leaderboard; the run's leaderboard.csv has all of them.
@@ -89,18 +86,18 @@ class Report:
 def read_run(run_dir: str | Path) -> RunFacts:
     """The facts of a run directory; EinspaceError (one line) for anything unreadable that the
     report cannot do without."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    store = open_run_store(run_dir, config.search["storage"])
+    run = RunDir(run_dir)
+    config = run.config()
+    store = open_run_store(run.path, config.search["storage"])
     try:
         trials = store.latest()
     except (SQLAlchemyError, ValueError) as e:  # a damaged file, or damaged JSON inside it
-        raise StoreError(f"cannot read the trial database of {run_dir}: "
+        raise StoreError(f"cannot read the trial database of {run}: "
                          f"{str(e).splitlines()[0]}") from None
     notes: list[str] = []
     shape = _input_shape(config.task, notes)
-    return RunFacts(run_dir, config.task["name"], config.strategy, shape, trials,
-                    _final_results(run_dir, notes), _kept_weights(run_dir, notes), notes)
+    return RunFacts(run.path, config.task["name"], config.strategy, shape, trials,
+                    _final_results(run, notes), _kept_weights(run, notes), notes)
 
 
 def _input_shape(task: dict, notes: list[str]) -> tuple[int, ...] | None:
@@ -115,34 +112,26 @@ def _input_shape(task: dict, notes: list[str]) -> tuple[int, ...] | None:
         return None
 
 
-def _final_results(run_dir: Path, notes: list[str]) -> list[dict]:
-    file = run_dir / FINAL_DIR / "results.json"
-    if not file.is_file():
-        return []
+def _final_results(run: RunDir, notes: list[str]) -> list[dict]:
     try:
-        results = json.loads(file.read_text())
-        return [r for r in results if isinstance(r, dict) and "index" in r]
-    except (OSError, ValueError, TypeError) as e:
-        notes.append(f"{file} is unreadable and was left out: {e}")
+        return run.final_results()
+    except EinspaceError as e:
+        notes.append(f"{e}; the final evaluation was left out")
         return []
 
 
-def _kept_weights(run_dir: Path, notes: list[str]) -> dict[int, Path]:
+def _kept_weights(run: RunDir, notes: list[str]) -> dict[int, Path]:
     """Trial index -> kept weights file; a trial the keeper's index lists whose file is gone
     becomes a note."""
-    directory = run_dir / "weights"
-    files = {int(f.stem.split("-")[1]): f for f in directory.glob("trial-*.pt")
-             if f.stem.split("-")[1].isdigit()}
-    index = directory / "index.json"
-    if index.is_file():
-        try:
-            listed = [int(k) for k in json.loads(index.read_text())]
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            notes.append(f"{index} is unreadable: {e}")
-            listed = []
-        for missing in sorted(set(listed) - set(files)):
-            notes.append(f"weights of trial {missing} are listed in {index} but the file "
-                         f"{directory / f'trial-{missing}.pt'} is missing")
+    files = run.kept_weights()
+    try:
+        listed = run.listed_weights()
+    except EinspaceError as e:
+        notes.append(str(e))
+        listed = []
+    for missing in sorted(set(listed) - set(files)):
+        notes.append(f"weights of trial {missing} are listed in {run.weights_index} but the "
+                     f"file {run.weights_path(missing)} is missing")
     return files
 
 
@@ -154,7 +143,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, top_k: i
     if graphs < 0:
         raise EinspaceError(f"the number of graphs must be 0 or more, got {graphs}")
     facts = read_run(run_dir)
-    directory = Path(out) if out is not None else facts.run_dir / REPORT_DIR
+    directory = Path(out) if out is not None else RunDir(facts.run_dir).report_dir
     try:
         (directory / GRAPHS_DIR).mkdir(parents=True, exist_ok=True)
         _clear(directory)
@@ -323,7 +312,8 @@ def summary_text(facts: RunFacts, top_k: int = 10) -> str:
                         f"failed ({r.get('reason', '')})"))
     if facts.weights:
         lines.append(f"weights kept: trials {', '.join(map(str, sorted(facts.weights)))} in "
-                     f"{facts.run_dir / 'weights'} (einspace inspect ARCH --weights FILE)")
+                     f"{RunDir(facts.run_dir).weights_dir} (einspace inspect ARCH --weights "
+                     f"FILE)")
     lines += [f"note: {note}" for note in facts.notes]
     return "\n".join(lines)
 

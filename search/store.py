@@ -34,6 +34,7 @@ from einspace.errors import ConfigError, EinspaceError
 from einspace.tasks.status import Status
 from einspace.text import parse
 
+from .run_dir import RunDir
 from .strategies import Outcome, Proposal
 
 STUDY = "einspace"
@@ -105,10 +106,6 @@ class StoredTrial:
         score = self.score if self.score is not None else -math.inf
         return Outcome(self.index, self.derivation, score, self.status,
                        self.proposal.get("choices", {}))
-
-
-def default_url(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).resolve() / 'trials.db'}"
 
 
 class TrialStore:
@@ -248,11 +245,11 @@ class TrialStore:
 
 def open_run_store(run_dir: str | Path, url: str | None = None) -> TrialStore:
     """The store of an existing run (``url`` overrides the run directory's SQLite file)."""
+    run = RunDir(run_dir)
     if url is None:
-        db = Path(run_dir) / "trials.db"
+        db = run.database
         if not db.is_file():
-            raise ConfigError(f"{run_dir}: no trial database (trials.db) in this directory")
+            raise ConfigError(f"{run}: no trial database ({db.name}) in this directory")
         if db.stat().st_size == 0:  # SQLite would take it for a new, empty database
             raise StoreError(f"the trial database {db} is empty (0 bytes): no einspace run in it")
-        url = default_url(run_dir)
-    return TrialStore(url, create=False)
+    return TrialStore(run.store_url(url), create=False)

@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from einspace.compiler import build
+from einspace.state_dict import serialize_state
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.status import Status
 from einspace.tasks.trainer import train
 from einspace.text import parse
 
-from .weights import KeeperSpec, serialize_state
+from .weights import KeeperSpec
 
 ModelWrapper = Callable[[int, nn.Module], nn.Module]
 """Test hook: ``wrap(index, model) -> model`` applied to every built candidate (fault injection)."""

@@ -10,14 +10,13 @@ score), rewritten atomically so a killed driver never leaves a half-written inde
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from .run_dir import WEIGHTS_INDEX, trial_weights_file
 
 
 class WeightKeeper:
@@ -27,12 +26,12 @@ class WeightKeeper:
         self.directory = Path(directory)
         self.keep = keep
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.index_file = self.directory / "index.json"
+        self.index_file = self.directory / WEIGHTS_INDEX
         self.scores: dict[int, float] = {}
         if self.index_file.is_file():
             stored = json.loads(self.index_file.read_text())
             self.scores = {int(k): float(v) for k, v in stored.items()
-                           if (self.directory / f"trial-{k}.pt").is_file()}
+                           if trial_weights_file(self.directory, int(k)).is_file()}
 
     def wants(self, index: int, score: float) -> bool:
         """Whether a trial with this score would be kept (ties go to the lower index)."""
@@ -45,11 +44,11 @@ class WeightKeeper:
         """Store a trial's serialized ``state_dict`` if it still ranks; drop who falls out."""
         if not self.wants(index, score):
             return False
-        _write_atomic(self.directory / f"trial-{index}.pt", state)
+        _write_atomic(trial_weights_file(self.directory, index), state)
         self.scores[index] = score
         ranked = sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))
         for dropped, _ in ranked[self.keep:]:
-            (self.directory / f"trial-{dropped}.pt").unlink(missing_ok=True)
+            trial_weights_file(self.directory, dropped).unlink(missing_ok=True)
             del self.scores[dropped]
         _write_atomic(self.index_file, json.dumps(self.scores, indent=1).encode())
         return True
@@ -78,13 +77,6 @@ class KeeperSpec:
             name=self.name, namespace=NAMESPACE, get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.node, soft=False)).remote(
             self.directory, self.keep)
-
-
-def serialize_state(model: torch.nn.Module) -> bytes:
-    """A model's ``state_dict`` as bytes, on CPU."""
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    return buffer.getvalue()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -23,8 +23,9 @@ from einspace.export import FORMATS, ExportError, check_exports, export, from_ru
 from einspace.export.pipeline import SAMPLE
 from einspace.export.to_onnx import pooling_matrix
 from einspace.search.config import resolve
-from einspace.search.engine import load_search_task, prepare_run_dir, read_run_config
-from einspace.search.store import TrialStore, default_url
+from einspace.search.run_dir import RunDir
+from einspace.search.search_task import load_search_task
+from einspace.search.store import TrialStore
 from einspace.search.strategies import Proposal
 from einspace.tasks.status import Status
 from einspace.tasks.trainer import fit_normalizer
@@ -201,9 +202,9 @@ def run_dir(tmp_path_factory):
     """A finished search run without Ray: language_lite (1x24x24, 9 classes); trial 0 ok 0.5,
     1 failed, 2 ok 0.7 (the best), 3 ok 0.6 without kept weights.  Tests must not change it."""
     run = tmp_path_factory.mktemp("search") / "run"
-    prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"},
-                             "search": {"keep_weights": 2}}), run)
-    store = TrialStore(default_url(run))
+    RunDir(run).prepare(resolve({"task": {"name": "language_lite", "size": "small"},
+                                 "search": {"keep_weights": 2}}))
+    store = TrialStore(RunDir(run).store_url())
     outcomes = [(Status.OK, 0.5), (Status.FAILED, -math.inf), (Status.OK, 0.7), (Status.OK, 0.6)]
     (run / "weights").mkdir()
     for index, (text, (status, score)) in enumerate(zip(ARCHS, outcomes, strict=True)):
@@ -241,7 +242,7 @@ def test_export_of_a_run_exports_its_best_trial_with_its_weights(run_dir, tmp_pa
     net.load_state_dict(torch.load(run_dir / "weights" / "trial-2.pt", weights_only=True))
     sample = torch.load(out / SAMPLE, weights_only=True)["batches"][-1]
     raw = sample["input"]  # the task's raw test rows; the network saw them normalised
-    mean, std = fit_normalizer(load_search_task(read_run_config(run_dir))).tensors(3, "cpu")
+    mean, std = fit_normalizer(load_search_task(RunDir(run_dir).config())).tensors(3, "cpu")
     torch.testing.assert_close(net((raw.float() - mean) / std), sample["output"])
     assert card["input"]["applied_inside_export"] and card["input"]["statistics_of"] == \
         "train split"
@@ -282,10 +283,10 @@ def test_corrupted_trial_database_is_a_clear_error(run_dir, tmp_path, capsys):
 
 def test_run_without_a_successful_trial_or_a_database(tmp_path, capsys):
     run = tmp_path / "run"
-    prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"}}), run)
+    RunDir(run).prepare(resolve({"task": {"name": "language_lite", "size": "small"}}))
     assert run_cli(run, "--out", tmp_path / "a") == 2
     assert "no trial database" in error_of(capsys)
-    store = TrialStore(default_url(run))
+    store = TrialStore(RunDir(run).store_url())
     number = store.start(0, Proposal(einspace.parse(ARCHS[0]), "sample"), {})
     store.finish(number, Status.FAILED, -math.inf, "diverged", {}, 0)
     assert run_cli(run, "--out", tmp_path / "b") == 2
@@ -365,7 +366,7 @@ def test_task_gives_an_architecture_its_shapes_and_raw_inputs(run_dir, tmp_path,
     assert "raw float32 arrays (batch, 1, 24, 24)" in capsys.readouterr().out
     card = json.loads((out / "card.json").read_text())
     assert card["num_classes"] == 9 and card["formats"]["onnx"]["verified_batches"] == [1, 3]
-    data = load_search_task(read_run_config(run_dir))
+    data = load_search_task(RunDir(run_dir).config())
     norm = fit_normalizer(data)
     assert card["input"]["mean"] == pytest.approx(norm.mean.tolist())
     net = einspace.build(einspace.parse(ARCHS[2]), (1, 24, 24), num_classes=9).eval()

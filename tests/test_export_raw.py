@@ -13,7 +13,8 @@ import pytest
 
 from einspace.export import FORMATS, export, from_run
 from einspace.search.config import resolve
-from einspace.search.engine import load_search_task, run_search
+from einspace.search.engine import run_search
+from einspace.search.search_task import load_search_task
 from einspace.tasks.registry import build_task
 from einspace.tasks.trainer import fit_normalizer
 

@@ -27,9 +27,10 @@ import einspace
 from einspace.errors import ConfigError
 from einspace.memory import parse_bytes, training_memory
 from einspace.search.config import resolve
-from einspace.search.engine import prepare_run_dir, read_run_config, run_search
+from einspace.search.engine import run_search
 from einspace.search.faults import describe, killed_actor, memory_kill_reason
 from einspace.search.loop import LoopTrial, SearchLoop
+from einspace.search.run_dir import RunDir
 from einspace.search.store import StoreError, open_run_store
 from einspace.search.strategies import Outcome
 from einspace.search.strategies.random_search import RandomSearch
@@ -154,7 +155,7 @@ def test_oversized_candidates_are_rejected_before_launch(tmp_path):
         assert t.proposal["memory_estimate"] > 800 * 2**20
         assert not t.result  # never ran
     assert all(t.proposal["memory_estimate"] <= 800 * 2**20 for t in launched)
-    stored = read_run_config(tmp_path / "screen").search["memory_per_trial"]
+    stored = RunDir(tmp_path / "screen").config().search["memory_per_trial"]
     assert stored == 800 * 2**20
 
 
@@ -174,16 +175,16 @@ def test_bad_addresses_fail_fast_with_one_line_and_leave_nothing(tmp_path, addre
 
 def test_run_directories_left_by_start_up_kills_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="it does not exist"):
-        read_run_config(tmp_path / "never")
+        RunDir(tmp_path / "never").config()
     (tmp_path / "early").mkdir()
     (tmp_path / "early" / ".lock").touch()
     with pytest.raises(ConfigError, match="stopped before it started, nothing was lost"):
-        read_run_config(tmp_path / "early")
+        RunDir(tmp_path / "early").config()
     # config.yaml written, no trial recorded yet: the same --out is reusable.
     config = resolve(CONFIG)
-    prepare_run_dir(config, tmp_path / "early")
-    prepare_run_dir(config, tmp_path / "early")
-    assert read_run_config(tmp_path / "early").seed == 3
+    RunDir(tmp_path / "early").prepare(config)
+    RunDir(tmp_path / "early").prepare(config)
+    assert RunDir(tmp_path / "early").config().seed == 3
 
 
 @pytest.mark.slow

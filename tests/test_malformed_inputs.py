@@ -30,8 +30,8 @@ from einspace.cli import main
 from einspace.errors import ParseError
 from einspace.search import engine
 from einspace.search.config import resolve
-from einspace.search.engine import prepare_run_dir
-from einspace.search.store import TrialStore, default_url
+from einspace.search.run_dir import RunDir
+from einspace.search.store import TrialStore
 from einspace.search.strategies import Proposal
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
 from einspace.tasks.status import Status
@@ -632,9 +632,9 @@ def good_run(tmp_path_factory, dataset) -> Path:
     """A finished run written through the store as a search would (no Ray), on the toy dataset:
     trial 0 ok 0.5, trial 1 failed, trial 2 ok 0.7 (the best); both ok trials kept weights."""
     run = tmp_path_factory.mktemp("search") / "run"
-    prepare_run_dir(resolve({"task": {"name": f"unseen:{dataset}"},
-                             "search": {"trials": 3, "keep_weights": 2}}), run)
-    store = TrialStore(default_url(run))
+    RunDir(run).prepare(resolve({"task": {"name": f"unseen:{dataset}"},
+                                 "search": {"trials": 3, "keep_weights": 2}}))
+    store = TrialStore(RunDir(run).store_url())
     (run / "weights").mkdir()
     for index, (text, status, score) in enumerate(RUN_ARCHS):
         derivation = einspace.parse(text)
@@ -659,7 +659,7 @@ def sql(statement: str) -> Damage:
 def foreign_study(run: Path) -> Path:
     """The database of another program's Optuna study."""
     (run / "trials.db").unlink()
-    TrialStore(default_url(run))  # a fresh database with an empty einspace study
+    TrialStore(RunDir(run).store_url())  # a fresh database with an empty einspace study
     sql("UPDATE studies SET study_name = 'someone-else'")(run)
     return run
 

@@ -13,9 +13,9 @@ import einspace
 from einspace.blocks.registry import Kind
 from einspace.cli import main
 from einspace.search.config import resolve
-from einspace.search.engine import prepare_run_dir
 from einspace.search.report_figures import paper_usage, pareto_front, terminal_uses
-from einspace.search.store import TrialStore, default_url
+from einspace.search.run_dir import RunDir
+from einspace.search.store import TrialStore
 from einspace.search.strategies import Proposal
 
 SHAPE = (1, 24, 24)  # language_lite
@@ -25,8 +25,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def make_run(run_dir, outcomes):
     """A run directory whose store holds one trial per (status, score, reason)."""
-    prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"}}), run_dir)
-    store = TrialStore(default_url(run_dir))
+    RunDir(run_dir).prepare(resolve({"task": {"name": "language_lite", "size": "small"}}))
+    store = TrialStore(RunDir(run_dir).store_url())
     for index, (status, score, reason) in enumerate(outcomes):
         d = SAMPLER.sample(SHAPE, random.Random(index)).derivation
         cost = einspace.count(d, SHAPE, num_classes=9)
@@ -143,7 +143,7 @@ def test_corrupted_database_is_one_line(tmp_path, capsys):
 def test_not_a_run_directory_is_one_line(tmp_path, capsys):
     code, _, err = report(capsys, tmp_path)
     assert code == 2 and "not a search run directory" in one_error_line(err)
-    prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"}}), tmp_path / "r")
+    RunDir(tmp_path / "r").prepare(resolve({"task": {"name": "language_lite", "size": "small"}}))
     code, _, err = report(capsys, tmp_path / "r")
     assert code == 2 and "no trial database" in one_error_line(err)
 

@@ -14,7 +14,8 @@ from einspace import Budget, Sampler
 from einspace.errors import ConfigError
 from einspace.search.loop import LoopTrial, SearchLoop
 from einspace.search.outputs import best_curve, ranked, write_outputs
-from einspace.search.store import StoreError, TrialStore, default_url, open_run_store
+from einspace.search.run_dir import RunDir
+from einspace.search.store import StoreError, TrialStore, open_run_store
 from einspace.search.strategies import Proposal
 from einspace.search.strategies.random_search import RandomSearch
 from einspace.search.weights import WeightKeeper
@@ -42,7 +43,7 @@ MEMORY = "sqlite:///:memory:"
 @pytest.fixture
 def store():
     """An in-memory store (SQLite files fsync every write: slow on a busy machine); the tests
-    about files and reopening use ``default_url(tmp_path)``."""
+    about files and reopening use ``RunDir(tmp_path).store_url()``."""
     return TrialStore(MEMORY)
 
 
@@ -99,7 +100,7 @@ def test_ok_without_a_finite_score_is_stored_as_failed(store):
 def test_run_directory_store_is_shared_by_a_resumed_driver(tmp_path):
     """A resumed driver opens the run's trials.db and finishes attempts the first one started
     (trial ids looked up by number)."""
-    store = TrialStore(default_url(tmp_path))
+    store = TrialStore(RunDir(tmp_path).store_url())
     assert (tmp_path / "trials.db").is_file()
     (d,) = derivations(1)
     n = store.start(0, Proposal(d, "sample", (), {"draws": [0.125]}), {"params": 7})
@@ -170,7 +171,7 @@ def test_stored_trials_restore_a_loop(store):
 def test_corrupted_database_is_a_store_error(tmp_path):
     (tmp_path / "trials.db").write_bytes(b"this is not a database\x00\xff" * 200)
     with pytest.raises(StoreError, match="cannot open the trial database"):
-        TrialStore(default_url(tmp_path))
+        TrialStore(RunDir(tmp_path).store_url())
     with pytest.raises(StoreError, match="trials.db"):
         open_run_store(tmp_path)
 
@@ -199,7 +200,7 @@ def test_write_outputs(tmp_path, store):
         store.finish(n, status, score, reason, {"seconds": 0.5, "epochs_run": 1}, index)
     store.start(7, Proposal(derivations(8)[7], "sample"), {})  # still running
 
-    summary = write_outputs(tmp_path, store)
+    summary = write_outputs(RunDir(tmp_path), store)
     with (tmp_path / "leaderboard.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["index"]) for r in rows] == [2, 0, 4, 3, 1, 5, 6]
@@ -224,7 +225,7 @@ def test_outputs_with_only_failures_name_no_best(tmp_path, store):
     (d,) = derivations(1)
     n = store.start(0, Proposal(d, "sample"), {})
     store.finish(n, Status.FAILED, -math.inf, "shape error", {}, 0)
-    summary = write_outputs(tmp_path, store)
+    summary = write_outputs(RunDir(tmp_path), store)
     assert summary["best"] is None and summary["failed"] == 1
     assert not (tmp_path / "best.arch").exists()
 

@@ -16,23 +16,28 @@ transformation (:class:`~.preprocess.Preprocessing`) and raw task rows to verify
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from einspace.analysis import annotate
+from einspace.architecture_source import architecture_kind, resolve_architecture
 from einspace.compiler import build_traced
 from einspace.derivation import Derivation
 from einspace.errors import EinspaceError
 from einspace.heads import check_target
+from einspace.state_dict import read_state_dict
 
 from .errors import ExportError, first_line
 from .locate import Place, locate
 from .preprocess import Preprocessing, input_dtype, value_range
+
+if TYPE_CHECKING:
+    from einspace.search.run_dir import RunDir
 
 INIT_SEED = 0
 UNTRAINED = {"kind": "untrained", "note": f"random initial weights (torch seed {INIT_SEED}); "
@@ -68,23 +73,6 @@ class Candidate:
         return network.eval(), places
 
 
-def read_state_dict(path: str | Path) -> dict:
-    """A ``state_dict`` file, read without unpickling arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ExportError(f"weights file {path} is not a readable state_dict "
-                          f"({first_line(e)})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ExportError(f"weights file {path} holds a {type(state).__name__}, not a "
-                          f"state_dict (a mapping of names to tensors)")
-    return state
-
-
 def _load_into(network: nn.Module, state: dict, where: str) -> None:
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]
@@ -103,16 +91,12 @@ def from_spec(spec: str, input_shape, num_classes: int | None = None, output_sha
               weights: str | Path | None = None) -> Candidate:
     """An architecture given as derivation text, a file holding it, or a seed name; without
     ``weights`` it is exported with random initial weights (and the card says so)."""
-    from einspace.cli import load_arch
-    from einspace.seeds import seed_names
-
-    derivation = load_arch(spec)
+    derivation = resolve_architecture(spec)
     if input_shape is None:
         raise ExportError("--input-shape is required to export an architecture (only a run "
                           "directory knows its task's shapes)")
     check_target(num_classes, output_shape)
-    kind = "text" if spec.lstrip().startswith("(") else "seed" if spec in seed_names() \
-        else "file"
+    kind = architecture_kind(spec)
     candidate = Candidate(derivation, tuple(input_shape), num_classes,
                           tuple(output_shape) if output_shape else None,
                           source={"kind": kind, "spec": spec if kind != "text" else None})
@@ -143,33 +127,35 @@ def from_run(run_dir: str | Path, *, rank: int | None = None, trial: int | None 
              allow_untrained: bool = False, bare: bool = False) -> Candidate:
     """The ``rank``-th best successful trial of a run (default the best), or trial ``trial``;
     it takes the task's raw arrays unless ``bare``."""
-    from einspace.search.engine import load_search_task, read_run_config, search_recipe
+    from einspace.search.run_dir import RunDir
+    from einspace.search.search_task import load_search_task, search_recipe
 
-    run = Path(run_dir)
-    if not run.is_dir():
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
         raise ExportError(f"{run} is not a directory")
-    config = read_run_config(run)
+    config = run.config()
     trials = _trials(run, config)
     chosen, place = _choose(run, trials, rank, trial, allow_untrained)
     data = load_search_task(config)  # an Unseen-NAS task is memory-mapped
     candidate = Candidate(chosen.derivation, data.input_shape, data.num_classes,
                           data.target_shape,
-                          source={"kind": "run", "run_dir": str(run.resolve()),
+                          source={"kind": "run", "run_dir": str(run.path.resolve()),
                                   "trial": chosen.index, "rank": place,
                                   "origin": chosen.origin, "status": chosen.status},
                           task={k: config.task[k] for k in ("name", "size", "seed")},
                           scores=_scores(run, chosen))
-    weights = _weights_file(run, chosen.index)
+    weights = run.trained_weights_path(chosen.index)
     if weights is not None:
         candidate.state_dict = read_state_dict(weights)
-        kind = "final" if weights.parent.name == "final" else "search"
+        kind = "final" if weights == run.final_weights_path(chosen.index) else "search"
         candidate.weights = {"kind": kind, "file": str(weights.resolve()),
                              "note": "retrained on train + valid (final evaluation)"
                              if kind == "final" else "trained during the search"}
     elif not allow_untrained:
         raise ExportError(
-            f"no weights for trial {chosen.index} of {run}: weights/trial-{chosen.index}.pt is "
-            f"missing (a search keeps the weights of its best search.keep_weights = "
+            f"no weights for trial {chosen.index} of {run}: "
+            f"{run.weights_path(chosen.index).relative_to(run.path)} is missing (a search "
+            f"keeps the weights of its best search.keep_weights = "
             f"{config.search['keep_weights']} trials); --allow-untrained exports the "
             f"architecture with random initial weights")
     if not bare:
@@ -214,11 +200,10 @@ def _stored_without_channels(task_dir: Path) -> bool:
         return False
 
 
-def _trials(run: Path, config) -> list:
-    from einspace.search.store import TrialStore, open_run_store
+def _trials(run: RunDir, config) -> list:
+    from einspace.search.store import open_run_store
 
-    url = config.search["storage"]
-    store = TrialStore(url, create=False) if url else open_run_store(run)
+    store = open_run_store(run.path, config.search["storage"])
     try:
         return store.latest()
     except EinspaceError:
@@ -227,7 +212,7 @@ def _trials(run: Path, config) -> list:
         raise ExportError(f"cannot read the trials of {run} ({first_line(e)})") from None
 
 
-def _choose(run: Path, trials: list, rank: int | None, trial: int | None,
+def _choose(run: RunDir, trials: list, rank: int | None, trial: int | None,
             allow_untrained: bool):
     """(the trial, its rank among the successful trials or None)."""
     from einspace.search.outputs import ranked
@@ -259,22 +244,13 @@ def _choose(run: Path, trials: list, rank: int | None, trial: int | None,
     return successful[k - 1], k
 
 
-def _weights_file(run: Path, index: int) -> Path | None:
-    for folder in ("final", "weights"):
-        path = run / folder / f"trial-{index}.pt"
-        if path.is_file():
-            return path
-    return None
-
-
-def _scores(run: Path, trial) -> dict:
+def _scores(run: RunDir, trial) -> dict:
     """The trial's search score and, when the run's final evaluation retrained it, its test
     score (an unreadable ``final/results.json`` only loses the test score)."""
     scores = {"search": trial.score}
     try:
-        results = json.loads((run / "final" / "results.json").read_text())
-        entry = next(r for r in results if r.get("index") == trial.index)
+        entry = next(r for r in run.final_results() if r["index"] == trial.index)
         scores["test"] = entry.get("test_score")
-    except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+    except (EinspaceError, StopIteration):
         pass
     return scores

@@ -37,13 +37,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from einspace.analysis import annotate
+from einspace.architecture_source import architecture_kind, resolve_architecture
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError, SamplingError
 from einspace.mutation import mutate
 from einspace.recombination import recombine
 from einspace.sampler import Sampler
-from einspace.seeds import load_seed, seed_names
-from einspace.text import parse
+from einspace.seeds import seed_names
 from einspace.tree_distance import normalised_distance, tree_distance
 
 from ..checks import check_integer, check_number
@@ -88,14 +88,13 @@ class EvolutionSettings(StrategySettings):
 
 def _check_seed(key: str, spec: str) -> None:
     """A seed is a shipped seed's name or derivation text that parses, found before the task is
-    loaded (whether it fits the task's input shape is checked once that is known)."""
-    if spec in seed_names():
-        return
-    if not spec.lstrip().startswith("("):
+    loaded (whether it fits the task's input shape is checked once that is known).  Never a
+    file: a resumed run must find its seeds the same from any directory."""
+    if architecture_kind(spec, files=False) == "unknown":
         raise ConfigError(f"{key} = {spec!r} is neither a shipped seed "
                           f"({', '.join(seed_names())}) nor derivation text")
     try:
-        parse(spec)
+        resolve_architecture(spec, what=key, files=False)
     except EinspaceError as e:
         raise ConfigError(f"{key}: {e}") from None
 
@@ -104,13 +103,14 @@ def resolve_seeds(specs: list[str], input_shape: tuple[int, ...]) -> list[tuple[
     """Checked seed specs as (label, derivation), each checked against the task's input shape."""
     seeds = []
     for k, spec in enumerate(specs):
-        _check_seed(f"evolution.seeds[{k}]", spec)
-        label, derivation = (spec, load_seed(spec)) if spec in seed_names() \
-            else (f"text{k}", parse(spec))
+        key = f"evolution.seeds[{k}]"
+        _check_seed(key, spec)
+        derivation = resolve_architecture(spec, what=key, files=False)
+        label = spec if architecture_kind(spec, files=False) == "seed" else f"text{k}"
         try:
             annotate(derivation, input_shape)
         except Exception as e:
-            raise ConfigError(f"evolution.seeds[{k}] ({label}) does not fit the task's input "
+            raise ConfigError(f"{key} ({label}) does not fit the task's input "
                               f"shape {input_shape}: {e}") from None
         seeds.append((label, derivation))
     return seeds
