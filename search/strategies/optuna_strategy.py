@@ -23,10 +23,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-
-import optuna
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from einspace.sampler import Sampler
 
@@ -35,8 +32,18 @@ from .base import Outcome, Proposal, Strategy, StrategyContext
 from .registry import register
 from .settings import StrategySettings
 
+if TYPE_CHECKING:
+    import optuna
+
 SAMPLERS = ("tpe", "random")
-_UNIT = FloatDistribution(0.0, 1.0)
+
+
+def _optuna():
+    """Optuna, imported on first use: registering this strategy (which reading any run's
+    config does) must not cost Optuna's import."""
+    import optuna
+
+    return optuna
 _BELOW_ONE = math.nextafter(1.0, 0.0)
 
 
@@ -82,9 +89,10 @@ class OptunaStrategy(Strategy):
         self.grammar_sampler = sampler
         self.input_shape = tuple(input_shape)
         self.kind = kind
-        self.study = optuna.create_study(direction="maximize")
+        self.study = _optuna().create_study(direction="maximize")
 
     def ask(self, index: int, rng: random.Random) -> Proposal:
+        optuna = _optuna()
         seed = rng.randrange(2**32)
         self.study.sampler = (optuna.samplers.TPESampler(seed=seed) if self.kind == "tpe"
                               else optuna.samplers.RandomSampler(seed=seed))
@@ -92,7 +100,7 @@ class OptunaStrategy(Strategy):
         draws = _TrialDraws(trial)
         derivation = self.grammar_sampler.sample(self.input_shape, draws).derivation
         # The asked trial only carried the sampling; the result arrives through tell().
-        self.study.tell(trial, state=TrialState.FAIL)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return Proposal(derivation, "optuna", choices={"draws": draws.draws})
 
     def tell(self, outcome: Outcome) -> None:
@@ -100,10 +108,12 @@ class OptunaStrategy(Strategy):
         if not outcome.usable or not draws:
             return
         names = [f"draw_{k:03d}" for k in range(len(draws))]
-        self.study.add_trial(optuna.trial.create_trial(
+        unit = _optuna().distributions.FloatDistribution(0.0, 1.0)
+        self.study.add_trial(_optuna().trial.create_trial(
             params=dict(zip(names, draws, strict=True)),
-            distributions=dict.fromkeys(names, _UNIT), value=outcome.score))
+            distributions=dict.fromkeys(names, unit), value=outcome.score))
 
     def state(self) -> dict:
-        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = self.study.get_trials(deepcopy=False,
+                                         states=(_optuna().trial.TrialState.COMPLETE,))
         return {"observed": len(complete)}
