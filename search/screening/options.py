@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from einspace.errors import ConfigError
-from einspace.proxies import PROXIES, check_proxies
+from einspace.proxies import check_proxies
 
 from .surrogate import SURROGATES
 
@@ -21,13 +21,16 @@ class ScreeningOptions:
 
     candidates: int = 1
     """K: candidates proposed per worker slot; the best-ranked one is trained."""
-    proxies: tuple[str, ...] = PROXIES
+    proxies: tuple[str, ...] = ("naswot", "synflow")
     """Zero-cost proxies computed per candidate: features of the surrogate, and the ranking
-    while the surrogate has too few trials to learn from."""
+    while the surrogate has too few trials to learn from.  The default pair is the cheapest
+    (one forward pass of the batch; one forward/backward of one input): grad_norm and jacob_cov
+    each add a backward pass over the batch, about tripling the cost, and ranked recorded
+    addnist_lite trials no better (benchmarks/bench_screening.py)."""
     surrogate: str = "random_forest"
     min_trials: int = 10
     """Finished trials with a score the surrogate needs before it ranks instead of the proxies."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Training inputs (no labels) the proxies see, drawn once per search."""
 
     def __post_init__(self) -> None:
