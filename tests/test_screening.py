@@ -12,7 +12,7 @@ from torch import nn
 
 from einspace.errors import ConfigError
 from einspace.proxies import PROXIES, score_proxies
-from einspace.search.screening import Screener, ScreeningOptions, screening_batch
+from einspace.search.screening import Screener, ScreeningOptions, screen, screening_batch
 from einspace.search.screening.features import FeatureSpace
 from einspace.search.screening.surrogate import SURROGATES, Surrogate
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
@@ -167,7 +167,9 @@ def test_screening_trains_the_candidate_the_surrogate_scores_best():
     candidates = [parse(PATCHES.format(w=w)) for w in (32, 256, 64, 16)]
     screening = s.screen(candidates)
     assert screening.method == "surrogate"
-    vectors = np.stack([s.features.vector(c, s._proxies(c)) for c in candidates])
+    vectors = np.stack([s.features.vector(c, score_proxies(c, s.batch, s.options.proxies,
+                                                           seed=s.seed, num_classes=3))
+                        for c in candidates])
     predicted = s.surrogate.predict(vectors)
     assert screening.best == candidates[int(np.argmax(predicted))]
     assert [r.value for r in screening.ranking] == sorted(predicted.tolist(), reverse=True)
@@ -203,13 +205,22 @@ def test_failing_candidates_are_ranked_last_with_their_reason(monkeypatch):
     assert "RuntimeError: activation exploded" in last[candidates[1]].failure
 
 
-def test_observing_reuses_the_screened_features_and_skips_failed_trials():
+def test_observing_reuses_the_screened_features_and_skips_failed_trials(monkeypatch):
+    calls = []
+
+    def counted(derivation, *args, **kwargs):
+        calls.append(derivation)
+        return score_proxies(derivation, *args, **kwargs)
+
+    monkeypatch.setattr(screen, "score_proxies", counted)
     s = screener(min_trials=1)
     s.observe(parse(CONV.format(w=32)), None)
     s.observe(parse(CONV.format(w=32)), -math.inf)
-    assert s.surrogate.count == 0
+    assert s.surrogate.count == 0 and not calls  # a failed trial costs nothing
     screening = s.screen([parse(CONV.format(w=16)), parse(CONV.format(w=64))])
-    assert screening.best.hash in s._pending
+    assert len(calls) == 2
     s.observe(screening.best, 0.25)
-    assert s.surrogate.count == 1 and not s._pending
+    assert s.surrogate.count == 1 and len(calls) == 2  # the screened features were kept
+    s.observe(parse(CONV.format(w=32)), 0.5)  # never screened (a seed): computed now
+    assert s.surrogate.count == 2 and len(calls) == 3
     assert s.seconds >= screening.seconds

@@ -51,6 +51,8 @@ class Screening:
 
     @property
     def best(self) -> Derivation:
+        """The candidate to train: the first, even when every candidate failed (training it
+        then records the failure as a trial, as an unscreened search would)."""
         return self.ranking[0].derivation
 
     @property
@@ -83,26 +85,22 @@ class Screener:
         vectors: dict[int, np.ndarray] = {}
         failures: dict[int, str] = {}
         for i, (candidate, proxies) in enumerate(scored):
-            if not proxies.ok:
-                failures[i] = proxies.reason
-                continue
-            try:
-                vectors[i] = self.features.vector(candidate, proxies)
-            except EinspaceError as e:
-                failures[i] = str(e)
-        use_surrogate = self.surrogate.count >= self.options.min_trials and vectors
+            vector, failure = self._vector(candidate, proxies)
+            if vector is None:
+                failures[i] = failure
+            else:
+                vectors[i] = vector
+        use_surrogate = bool(vectors) and self.surrogate.count >= self.options.min_trials
         if use_surrogate:
-            values = dict(zip(vectors, self.surrogate.predict(np.stack(list(vectors.values()))),
-                              strict=True))
+            predicted = self.surrogate.predict(np.stack(list(vectors.values())))
+            values = dict(zip(vectors, predicted.tolist(), strict=True))
         else:
             values = _mean_proxy_rank({i: scored[i][1] for i in vectors}, self.options.proxies)
-        order = sorted(range(len(scored)),
-                       key=lambda i: (i in failures, -values.get(i, 0.0), i))
-        ranking = tuple(Ranked(scored[i][0], None if i in failures else float(values[i]),
-                               scored[i][1], failures.get(i, "")) for i in order)
-        best = order[0]
-        if best in vectors:
-            self._pending[scored[best][0].hash] = vectors[best]
+        order = sorted(range(len(scored)), key=lambda i: (i in failures, -values.get(i, 0.0), i))
+        ranking = tuple(Ranked(scored[i][0], values.get(i), scored[i][1], failures.get(i, ""))
+                        for i in order)
+        if order[0] in vectors:
+            self._pending[ranking[0].derivation.hash] = vectors[order[0]]
         elapsed = time.perf_counter() - start
         self.seconds += elapsed
         return Screening(ranking, SURROGATE if use_surrogate else PROXIES, elapsed)
@@ -115,23 +113,24 @@ class Screener:
         vector = self._pending.pop(derivation.hash, None)
         if score is not None and math.isfinite(score):
             if vector is None:
-                vector = self._features_of(derivation)
+                vector = self._vector(derivation, self._proxies(derivation))[0]
             if vector is not None:
                 self.surrogate.observe(vector, score)
         self.seconds += time.perf_counter() - start
 
-    def _features_of(self, derivation: Derivation) -> np.ndarray | None:
-        proxies = self._proxies(derivation)
-        if not proxies.ok:
-            return None
-        try:
-            return self.features.vector(derivation, proxies)
-        except EinspaceError:
-            return None
-
     def _proxies(self, derivation: Derivation) -> ProxyScores:
         return score_proxies(derivation, self.batch, self.options.proxies, seed=self.seed,
                              num_classes=self.num_classes, output_shape=self.output_shape)
+
+    def _vector(self, derivation: Derivation,
+                proxies: ProxyScores) -> tuple[np.ndarray | None, str]:
+        """The candidate's features, or None and why it failed."""
+        if not proxies.ok:
+            return None, proxies.reason
+        try:
+            return self.features.vector(derivation, proxies), ""
+        except EinspaceError as e:
+            return None, str(e)
 
 
 def _mean_proxy_rank(scores: dict[int, ProxyScores], names: Sequence[str]) -> dict[int, float]:
