@@ -8,12 +8,15 @@ and re-picks the aggregation if the old one no longer fits.  Downstream nodes ar
 (linears re-size); a proposal that breaks a later node or the budget is dropped and another node
 is tried, so the returned child always compiles.
 
-Crossover lives in :mod:`einspace.recombination`.
+``mutate_traced`` also says where the child came from (the re-sampled site, and which parent
+path each copied node has), for weight inheritance; ``mutate`` is the child alone.  Both make the
+same random draws.  Crossover lives in :mod:`einspace.recombination`.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from einspace.blocks.registry import Kind, get
 
@@ -24,19 +27,51 @@ from .sampler import Sampler
 
 MAX_ATTEMPTS = 200
 
+Path = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """A mutated child and where its nodes came from.
+
+    ``site`` is the child path of the re-sampled node (the branching node when its splitter
+    changed, since its inner modules may move).  ``origins`` maps every child path copied from
+    the parent to ``(0, path in the parent)``, the form of :attr:`Crossover.origins
+    <einspace.recombination.Crossover.origins>` so weight inheritance reads both alike.  A copied
+    node may still see a new input shape (a linear after a widened node re-sizes): whoever
+    reuses its weights checks that."""
+
+    child: Derivation
+    site: Path
+    origins: dict[Path, tuple[int, Path]]
+
 
 def mutate(derivation: Derivation, input_shape, rng: random.Random,
            sampler: Sampler | None = None) -> Derivation:
     """A child differing from ``derivation`` in one re-sampled node."""
+    return mutate_traced(derivation, input_shape, rng, sampler).child
+
+
+def mutate_traced(derivation: Derivation, input_shape, rng: random.Random,
+                  sampler: Sampler | None = None) -> Mutation:
+    """``mutate``, with the re-sampled site and the origin of every copied node."""
     sampler = sampler or Sampler()
     parent = annotate(derivation, input_shape)
     sites = sorted(parent.nodes)
     for _ in range(MAX_ATTEMPTS):
         info = parent.nodes[rng.choice(sites)]
-        child = _propose(derivation, parent, info, sampler, rng)
-        if child is not None and child != derivation and _admissible(child, parent, sampler):
-            return child
+        proposed = _propose(derivation, parent, info, sampler, rng)
+        if (proposed is not None and proposed.child != derivation
+                and _admissible(proposed.child, parent, sampler)):
+            return proposed
     raise SamplingError(f"no valid mutation found in {MAX_ATTEMPTS} attempts")
+
+
+def _outside(child: Derivation, site: Path) -> dict[Path, tuple[int, Path]]:
+    """Nodes neither inside ``site`` nor above it: a replacement keeps their paths."""
+    n = len(site)
+    return {path: (0, path) for path, _ in child.walk()
+            if path[:n] != site and path != site[:len(path)]}
 
 
 def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool:
@@ -63,14 +98,19 @@ def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, r
         room = _room(parent, info, sampler.budget)
         result = sampler.sample_module(symbol, info.input, info.depth, room, rng,
                                        exclude=node.label)
-        return None if result is None else derivation.replace(info.path, result[0])
+        return None if result is None else _replaced(derivation, info.path, result[0])
     if info.slot == Kind.BRANCHING:
         return _swap_splitter(derivation, parent, info, sampler, rng)
     members = [(get(info.slot, n), n, w) for n, w in sampler.grammar.terminals_of(info.slot)
                if n != node]
     picked = sampler.pick_terminal(members, info.input, info.context,
                                    _room(parent, info, sampler.budget), rng)
-    return None if picked is None else derivation.replace(info.path, picked[0])
+    return None if picked is None else _replaced(derivation, info.path, picked[0])
+
+
+def _replaced(derivation: Derivation, site: Path, new) -> Mutation:
+    child = derivation.replace(site, new)
+    return Mutation(child, site, _outside(child, site))
 
 
 def _swap_splitter(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, rng):
@@ -86,11 +126,13 @@ def _swap_splitter(derivation, parent: Annotation, info: NodeInfo, sampler: Samp
         return None
     name = picked[0]
     inners = list(branch.children[1:-1])
+    sources = list(range(1, len(inners) + 1))  # child index -> parent index of each inner
     wanted = get(Kind.BRANCHING, name).inner_modules
     if wanted < len(inners):
-        inners = [rng.choice(inners)]
+        kept = rng.choice(range(len(inners)))  # the same draw as choosing the inner itself
+        inners, sources = [inners[kept]], [sources[kept]]
     elif wanted > len(inners):
-        inners = inners * wanted
+        inners, sources = inners * wanted, sources * wanted
     merges = [branch.children[-1]] + [
         n for n, _ in sampler.grammar.terminals_of(Kind.AGGREGATION) if n != branch.children[-1]]
     branch_input = parent.nodes[branch_path].input
@@ -100,5 +142,22 @@ def _swap_splitter(derivation, parent: Annotation, info: NodeInfo, sampler: Samp
             annotate(candidate, branch_input)
         except ShapeError:
             continue
-        return derivation.replace(branch_path, candidate)
+        child = derivation.replace(branch_path, candidate)
+        return Mutation(child, branch_path,
+                        _splitter_origins(child, branch, branch_path, sources, merge))
     return None
+
+
+def _splitter_origins(child: Derivation, old: Derivation, branch_path: Path,
+                      sources: list[int], merge: str) -> dict[Path, tuple[int, Path]]:
+    """Origins after a splitter change: the tree around the branch, each inner module from the
+    parent inner it copies, and the aggregation when it was kept."""
+    origins = _outside(child, branch_path)
+    new = child.get(branch_path)
+    for index, source in enumerate(sources, start=1):
+        for path, _ in new.children[index].walk():
+            origins[branch_path + (index,) + path] = (0, branch_path + (source,) + path)
+    if merge == old.children[-1]:
+        origins[branch_path + (len(new.children) - 1,)] = (
+            0, branch_path + (len(old.children) - 1,))
+    return origins
