@@ -40,16 +40,15 @@ from einspace.search.config import resolve
 from einspace.search.engine import run_search
 from einspace.search.store import open_run_store
 from einspace.search.trial import trial_seed
-from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.baseline import run_baseline
-from einspace.tasks.registry import load_task
+from einspace.tasks.handle import resolve_task
 
 
 def caps(task: str, size: str, factor: float) -> dict:
     """The architecture budget: ``factor`` x ResNet-18's FLOPs and activations (or none)."""
     if not factor:
         return {}
-    data = load_task(task, size=size)
+    data = resolve_task(task).load(size=size)
     head = ({"num_classes": data.num_classes} if data.num_classes is not None
             else {"output_shape": data.target_shape})
     cost = einspace.count(einspace.load_seed("resnet18"), data.input_shape, **head)
@@ -92,7 +91,7 @@ def seed_baseline(task: str, args) -> dict:
     """ResNet-18 alone, retrained on train + valid for the final epochs and scored on test."""
     torch.set_num_threads(max(1, math.floor(args.cpus_per_trial)))
     began = time.perf_counter()
-    record = run_baseline(task, einspace.load_seed("resnet18"), "resnet18",
+    record = run_baseline(resolve_task(task), einspace.load_seed("resnet18"), "resnet18",
                           {"epochs": args.epochs, "eval_epochs": args.final_epochs,
                            "seed": trial_seed(args.seed, 0)},
                           final=True, size=args.size)

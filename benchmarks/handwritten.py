@@ -1,4 +1,4 @@
-"""Plain-torch, hand-written versions of the four shipped seeds (``blocks/seeds/*.arch``).
+"""Plain-torch, hand-written versions of the shipped seeds (``blocks/seeds/*.arch``).
 
 Why this exists: it is the independent baseline for the seeds.  ``tests/test_seeds.py`` checks that
 ``einspace.build(load_seed(name), shape, num_classes)`` has exactly the parameter count of the
@@ -20,7 +20,12 @@ textbook versions:
   512-512-512 feed-forward network; the patch embedding is a 4x4 stride-4 convolution left in
   token mode, followed by a learnable positional encoding of shape (1, N, 512);
 * the MLP-Mixer layer is ``x + channel_mlp(token_mlp(LayerNorm(x)))`` with one residual per layer,
-  a token MLP N -> 4N -> N and a channel MLP 512 -> 256 -> 512, and no final norm.
+  a token MLP N -> 4N -> N and a channel MLP 512 -> 256 -> 512, and no final norm;
+* the MLP treats each input channel as one token of H*W values with a learned offset, so its
+  hidden layers are shared by the channels and the head averages the channel tokens;
+* the small CNN, small ViT and small FCN are the CPU-budget seeds: the ViT is the same post-norm
+  layer at width 64 (4 heads of 16, a 64-128-64 MLP, 2 layers); the FCN keeps the resolution and
+  adds a learnable positional encoding of shape (1, 32, H, W) after its first convolution.
 
 The classification head is the package's: mean over (H, W) for images or over tokens for token
 sequences, then ``Linear(features, num_classes)``.
@@ -32,7 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ResNet18", "WRN16_4", "ViT", "MLPMixer", "HANDWRITTEN"]
+__all__ = ["ResNet18", "WRN16_4", "ViT", "MLPMixer", "MLP", "SmallCNN", "SmallViT", "SmallFCN",
+           "HANDWRITTEN"]
 
 
 def _grid(size: int, kernel: int, stride: int, padding: int = 0) -> int:
@@ -172,9 +178,9 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, dim: int = 512, hidden: int = 512):
+    def __init__(self, dim: int = 512, hidden: int = 512, head_dim: int = 64):
         super().__init__()
-        self.attn = MultiHeadSelfAttention(dim)
+        self.attn = MultiHeadSelfAttention(dim, head_dim=head_dim)
         self.norm1 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.01),
                                  nn.Linear(hidden, dim))
@@ -186,10 +192,12 @@ class TransformerLayer(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, input_shape, num_classes: int = 10, depth: int = 4, dim: int = 512):
+    def __init__(self, input_shape, num_classes: int = 10, depth: int = 4, dim: int = 512,
+                 hidden: int = 512, head_dim: int = 64):
         super().__init__()
         self.embed = PatchEmbedding(input_shape, dim)
-        self.layers = nn.Sequential(*[TransformerLayer(dim) for _ in range(depth)])
+        self.layers = nn.Sequential(*[TransformerLayer(dim, hidden, head_dim)
+                                      for _ in range(depth)])
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -224,4 +232,76 @@ class MLPMixer(nn.Module):
         return self.fc(self.layers(self.embed(x)).mean(1))
 
 
-HANDWRITTEN = {"resnet18": ResNet18, "wrn16_4": WRN16_4, "vit": ViT, "mlp_mixer": MLPMixer}
+# -- MLP ------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Each channel's H*W values as one token plus a learned offset, then 512 -> 256 LeakyReLU."""
+
+    def __init__(self, input_shape, num_classes: int = 10):
+        super().__init__()
+        channels, height, width = input_shape
+        self.pos = nn.Parameter(torch.zeros(1, channels, height * width))
+        self.hidden = nn.Sequential(nn.Linear(height * width, 512), nn.LeakyReLU(0.01),
+                                    nn.Linear(512, 256), nn.LeakyReLU(0.01))
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.hidden(x.flatten(2) + self.pos).mean(1))
+
+
+# -- small seeds for CPU budgets ------------------------------------------------------------
+
+
+def _conv_bn_act(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1),
+                         nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.01))
+
+
+class SmallCNN(nn.Module):
+    """Three 3x3 convolutions (32, 64 stride 2, 128 stride 2), each with BatchNorm + LeakyReLU."""
+
+    def __init__(self, input_shape, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(_conv_bn_act(input_shape[0], 32, 1),
+                                      _conv_bn_act(32, 64, 2), _conv_bn_act(64, 128, 2))
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+class SmallViT(ViT):
+    """The ViT at width 64: 2 post-norm layers, 4 heads of 16, a 64-128-64 MLP."""
+
+    def __init__(self, input_shape, num_classes: int = 10):
+        super().__init__(input_shape, num_classes, depth=2, dim=64, hidden=128, head_dim=16)
+
+
+class Residual(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class SmallFCN(nn.Module):
+    """3x3 conv to 32 + LeakyReLU, a (1, 32, H, W) positional encoding, 3 residual conv blocks,
+    all at the input's resolution."""
+
+    def __init__(self, input_shape, num_classes: int = 10):
+        super().__init__()
+        channels, height, width = input_shape
+        self.stem = nn.Sequential(nn.Conv2d(channels, 32, 3, 1, 1), nn.LeakyReLU(0.01))
+        self.pos = nn.Parameter(torch.zeros(1, 32, height, width))
+        self.blocks = nn.Sequential(*[Residual(_conv_bn_act(32, 32, 1)) for _ in range(3)])
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.blocks(self.stem(x) + self.pos).mean((2, 3)))
+
+
+HANDWRITTEN = {"resnet18": ResNet18, "wrn16_4": WRN16_4, "vit": ViT, "mlp_mixer": MLPMixer,
+               "mlp": MLP, "small_cnn": SmallCNN, "small_vit": SmallViT, "small_fcn": SmallFCN}

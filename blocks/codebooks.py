@@ -1,6 +1,6 @@
-"""Codebook and learned-memory terminals (seed papers #15, #35, #53 and #30).
+"""Codebook and learned-memory terminals (seed papers #15, #35 and #53), family ``bottleneck``.
 
-All four compare each input vector with a small learned (or data-initialised) set of vectors:
+All three compare each input vector with a small learned (or data-initialised) set of vectors:
 
 * ``kv_bottleneck`` / ``kv_bottleneck_soft`` -- discrete key-value bottleneck (Traeuble et al.):
   per token, C random projections of the input, nearest frozen key in each codebook, its learnable
@@ -9,9 +9,6 @@ All four compare each input vector with a small learned (or data-initialised) se
   learnable prototypes; (N, D) -> (N, m).
 * ``soft_codebook{K}`` -- AiT soft token (Ning et al.): softmax over K logits of each token /
   pixel, output the probability-weighted sum of K learnable codewords; shape preserving.
-* ``token_summarize{S}`` -- MULTI-LANE patch summarisation (De Min et al.): S learnable selector
-  tokens attend over the tokens (no projections); (N, D) -> (S, D).  This is also the grammar's
-  "learned latent token source": the token count after it is S whatever N was.
 
 Costs follow ``torch.utils.flop_counter`` (matrix products only).  The key-value bottleneck's
 one-off key initialisation and its EMA key refinement are done without autograd using
@@ -349,70 +346,9 @@ class SoftCodebook(Terminal):
         return {"codewords": self.codewords, "tau": self.tau, "tau_multiplies_logits": True}
 
 
-# ---------------------------------------------------------------------------------------------
-# MULTI-LANE token summarisation (#30)
-# ---------------------------------------------------------------------------------------------
-
-
-class TokenSummarizeModule(nn.Module):
-    """Z = softmax(Sigma X^T / sqrt(D)) X with S learnable selector tokens Sigma (S, D).
-
-    The patch-extraction step of ``PreT_Attention`` in ``tdemin16/multi-lane``
-    ``multi_lane/blocks.py``: no query/key/value projections, scale D^-1/2 (``token_scale``),
-    selectors N(0, 1) initialised (the reference's default before its optional orthogonal or
-    uniform re-init).  The reference detaches X (its backbone is frozen); here gradients flow.
-    """
-
-    def __init__(self, dim: int, selectors: int):
-        super().__init__()
-        self.scale = dim ** -0.5
-        self.selectors = nn.Parameter(torch.randn(selectors, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        attention = torch.softmax(torch.matmul(self.selectors, x.transpose(1, 2)) * self.scale,
-                                  dim=-1)
-        return torch.matmul(attention, x)
-
-
-class TokenSummarize(Terminal):
-    kind = Kind.COMPUTATION
-    modes = frozenset({"col"})
-    family = "token-mixing"
-    seed_papers = (30,)
-    paper = ("De Min et al., Less is more: Summarizing Patch Tokens for efficient Multi-Label "
-             "Class-Incremental Learning (MULTI-LANE, 2024)")
-    reference = "tdemin16/multi-lane multi_lane/blocks.py (PreT_Attention, patch extraction)"
-    category = "compute"
-
-    def __init__(self, selectors: int):
-        self.selectors = selectors
-        self.name = f"token_summarize{selectors}"
-        self.description = (f"{selectors} learned selector tokens attend over the tokens "
-                            f"(N, D) -> ({selectors}, D); a learned latent token source")
-
-    def infer(self, x: Shape, ctx: Context) -> Shape | None:
-        if mode_of(x) != "col":
-            return None
-        return (self.selectors, x[1])
-
-    def params(self, x: Shape, ctx: Context) -> int:
-        return self.selectors * x[1]
-
-    def flops(self, x: Shape, ctx: Context) -> int:
-        return 4 * self.selectors * x[0] * x[1]
-
-    def build(self, x: Shape, ctx: Context) -> nn.Module:
-        return TokenSummarizeModule(x[1], self.selectors)
-
-    def hyperparameters(self) -> dict:
-        return {"selectors": self.selectors, "scale": "1/sqrt(D)", "projections": "none"}
-
-
 register_all([KeyValueBottleneck("kv_bottleneck", soft=False),
               KeyValueBottleneck("kv_bottleneck_soft", soft=True)])
 register_all(PrototypeLayer(m) for m in (15, 64))
 register_all([SoftCodebook("soft_codebook", 128), SoftCodebook("soft_codebook32", 32)])
-register_all(TokenSummarize(s) for s in (1, 4, 16))
 
-__all__ = ["KeyValueBottleneckModule", "PrototypeModule", "SoftCodebookModule",
-           "TokenSummarizeModule"]
+__all__ = ["KeyValueBottleneckModule", "PrototypeModule", "SoftCodebookModule"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable
 
-from torch import nn
+from torch import Tensor, nn
 
 Shape = tuple[int, ...]
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -41,6 +41,23 @@ def mode_of(shape: Shape) -> str:
 
 def numel(shape: Shape) -> int:
     return math.prod(shape)
+
+
+def features_of(shape: Shape) -> int:
+    """The feature width: channels C of an image, token width D of tokens."""
+    return shape[0] if len(shape) == 3 else shape[1]
+
+
+def positions_of(shape: Shape) -> int:
+    """The number of positions the features repeat over: H x W of an image, N of tokens."""
+    return shape[1] * shape[2] if len(shape) == 3 else shape[0]
+
+
+def mean_over_positions(x: Tensor, image: bool) -> Tensor:
+    """(B, C) channel means of an image batch, or (B, D) token means of a token batch."""
+    if image:
+        return x.mean(dim=[2, 3])
+    return x.mean(dim=1)
 
 
 @dataclass(frozen=True)

@@ -238,22 +238,23 @@ def papers_table(rows: list[dict]) -> str:
 
 
 def cmd_tasks(args) -> None:
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-    from einspace.tasks.registry import build_task, list_tasks, task_summary
+    from einspace.tasks.handle import resolve_task
+    from einspace.tasks.registry import build_task, list_tasks
 
-    from .inspect import shape_str
+    def dims(shape: tuple[int, ...]) -> str:  # flat task shapes: einspace.inspect imports torch
+        return "×".join(map(str, shape))
 
     if args.tasks_command == "list":
         for spec in list_tasks():
             if args.json:
                 print(json.dumps(spec.summary()))
             else:
-                shape = shape_str(spec.input_shape)
-                out = spec.num_classes or shape_str(spec.target_shape or ())
+                shape = dims(spec.input_shape)
+                out = spec.num_classes or dims(spec.target_shape or ())
                 print(f"{spec.name:18s} {shape:10s} -> {str(out):8s} {spec.metric:16s} "
                       f"{spec.description}")
     elif args.tasks_command == "show":
-        info = task_summary(args.name)
+        info = resolve_task(args.name).summary()
         if args.json:
             print(json.dumps(info))
         else:
@@ -276,12 +277,11 @@ def cmd_tasks_baseline(args) -> None:
     """Train a seed (or any architecture) on a task with its recipe; print and record the score.
     A run that fails to train is recorded, then reported as an error."""
     from einspace.tasks.baseline import append_record, run_baseline
-    from einspace.tasks.registry import get_task
+    from einspace.tasks.handle import resolve_task
 
     from .seeds import seed_names
 
-    if not args.name.startswith("unseen:"):
-        get_task(args.name)  # an unknown name fails before the architecture is parsed
+    task = resolve_task(args.name)  # an unknown name fails before the architecture is parsed
     derivation = load_arch(args.arch)
     overrides = {"seed": args.seed}
     if args.epochs is not None:
@@ -294,7 +294,7 @@ def cmd_tasks_baseline(args) -> None:
             print(f"  epoch {epoch}  loss {metrics['train_loss']:.4f}  score "
                   f"{metrics['score']:.4f}  {metrics['seconds']:.1f} s", file=sys.stderr)
 
-    record = run_baseline(args.name, derivation,
+    record = run_baseline(task, derivation,
                           args.arch if args.arch in seed_names() else derivation.text,
                           overrides, final=args.final, root=args.root, size=args.size,
                           callback=progress)

@@ -3,6 +3,14 @@
 Classification pools the backbone output (mean over H, W in im mode, over tokens in col mode — the
 reference averaged the features instead) and applies a linear layer.  Dense prediction maps every
 position to ``out_channels`` values on a target ``(H, W)`` grid.
+
+A backbone that keeps the target's resolution (a fully-convolutional network) gets a per-position
+linear layer and nothing else.  A backbone that shrinks the input (ResNet-18 ends at 2x2 on a
+32x32 field, the MLP at one token) cannot draw a field through that layer alone: its coarse map,
+stretched to the target grid, is piecewise flat, and such networks scored below the train-mean
+field on darcy_lite.  So those also get a field decoder: a linear layer from the pooled features
+to every output value, which can draw any field in the span of its weights (and the train mean
+through its bias); the stretched coarse map is added to it.
 """
 
 from __future__ import annotations
@@ -28,20 +36,36 @@ class ClassifierHead(nn.Module):
         return self.fc(pooled)
 
 
+def keeps_resolution(features: Shape, target: Shape) -> bool:
+    """Whether the backbone output has one position per target pixel."""
+    _, height, width = target
+    if mode_of(features) == "im":
+        return tuple(features[1:]) == (height, width)
+    return features[0] == height * width
+
+
 class DenseHead(nn.Module):
     def __init__(self, features: Shape, target: Shape):
         super().__init__()
         self.image = mode_of(features) == "im"
         self.out_channels, self.height, self.width = target
         width = features[0] if self.image else features[-1]
-        self.tokens = 0 if self.image else features[0]
         # Decided at build time (not by comparing shapes in forward) so torch.fx can trace it.
-        self.pool = (tuple(features[1:]) != (self.height, self.width) if self.image
-                     else self.tokens != self.height * self.width)
+        self.pool = not keeps_resolution(features, target)
         self.proj = (nn.Conv2d(width, self.out_channels, 1) if self.image
                      else nn.Linear(width, self.out_channels))
+        self.field = nn.Linear(width, self.out_channels * self.height * self.width) if self.pool \
+            else None
 
     def forward(self, x: Tensor) -> Tensor:
+        local = self._local(x)
+        if self.field is None:
+            return local
+        pooled = x.mean((2, 3)) if self.image else x.mean(1)
+        return local + self.field(pooled).view_as(local)
+
+    def _local(self, x: Tensor) -> Tensor:
+        """The per-position projection, stretched to the target grid when the backbone shrank."""
         if self.image:
             if self.pool:
                 x = F.adaptive_avg_pool2d(x, (self.height, self.width))
@@ -92,4 +116,7 @@ def head_cost(features: Shape, num_classes: int | None, target: Shape | None) ->
     else:
         positions = features[0]
     out = channels * h * w
-    return Cost((width + 1) * channels, 2 * width * channels * positions, out)
+    local = Cost((width + 1) * channels, 2 * width * channels * positions, out)
+    if keeps_resolution(features, target):
+        return local
+    return local + Cost((width + 1) * out, 2 * width * out, out)

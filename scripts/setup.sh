@@ -40,6 +40,6 @@ else
 fi
 # The chess endgame tables ship only in python-chess's source distribution; the chess task (and
 # its tests, which skip without them) read them from ~/.cache/einspace/syzygy.
-.venv/bin/python -m einspace.tasks.chess_wdl --fetch \
+.venv/bin/python -m einspace.tasks.fetch_syzygy --fetch \
     || echo "warning: could not fetch the chess endgame tables; the chess task is unavailable"
 .venv/bin/python -c "import nltk, torch, einspace; print('einspace ready: torch', torch.__version__)"

@@ -12,6 +12,7 @@ Flags override the config file; the resolved config is written into the run dire
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def cmd_search(args) -> None:
         print("best: none (no trial succeeded)")
         return
     print(f"best: trial {summary.best_index}, score {summary.best_score:.4f}")
+    seed = json.loads((summary.run_dir / "summary.json").read_text()).get("seed")
+    if seed is not None:
+        print(f"seed: trial {seed['index']} ({seed['origin'][len('seed:'):]}), score "
+              f"{seed['score']:.4f}; improvement {summary.best_score - seed['score']:+.4f}")
     for entry in summary.final:
         test = "failed" if entry["test_score"] is None else f"{entry['test_score']:.4f}"
         print(f"final: trial {entry['index']} test score {test}")

@@ -47,10 +47,9 @@ from einspace import count
 from einspace.analysis import annotate
 from einspace.errors import ConfigError
 from einspace.seeds import load_seed, seed_names
-from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from einspace.tasks.data import TaskData
+from einspace.tasks.handle import resolve_task
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import load_task, task_recipe
 from einspace.text import parse
 
 from .cluster import check_address, start_ray
@@ -109,12 +108,12 @@ class SearchSummary:
 def search_recipe(config: SearchConfig) -> Recipe:
     """The recipe trials train with: the task's (defaults, its metric and own overrides), then
     the config's ``training`` section."""
-    return task_recipe(config.task["name"], config.raw["training"])
+    return resolve_task(config.task["name"]).recipe(config.raw["training"])
 
 
 def load_search_task(config: SearchConfig) -> TaskData:
     task = config.task
-    return load_task(task["name"], task["root"], seed=task["seed"], size=task["size"])
+    return resolve_task(task["name"]).load(task["seed"], task["size"], task["root"])
 
 
 def resolve_seeds(names: list[str], input_shape: tuple[int, ...]) -> list[tuple[str, object]]:

@@ -3,7 +3,8 @@
 * ``leaderboard.csv`` — one row per trial (latest attempt), best first, failed trials last;
 * ``best.arch`` — the best architecture's derivation text (also rewritten live during the run);
 * ``progress.png`` — best score so far against trials and against wall-clock time;
-* ``summary.json`` — counts, the best trial, failures by reason.
+* ``summary.json`` — counts, the best trial, the best seed trial (what the search must beat),
+  failures by reason.
 
 They can be regenerated at any time from ``trials.db`` (``write_outputs``), so a killed run loses
 none of them for good.
@@ -40,6 +41,7 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
     order = ranked([t for t in trials if t.done])
     _leaderboard(run_dir / "leaderboard.csv", order)
     best = order[0] if order and order[0].status == OK else None
+    seed = best_seed(order)
     if best is not None:
         (run_dir / "best.arch").write_text(best.derivation.text + "\n")
     summary = {
@@ -52,11 +54,19 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
         "best": None if best is None else {"index": best.index, "score": best.score,
                                            "hash": best.hash,
                                            "derivation": best.derivation.text},
+        "seed": None if seed is None else {"index": seed.index, "origin": seed.origin,
+                                           "score": seed.score},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if order:
         plot_progress(run_dir / "progress.png", trials)
     return summary
+
+
+def best_seed(order: list[StoredTrial]) -> StoredTrial | None:
+    """The best successful seed trial of ``order`` (ranked best first): the starting point whose
+    score a search from seeds has to beat; None for a search without seeds."""
+    return next((t for t in order if t.status == OK and t.origin.startswith("seed:")), None)
 
 
 def _leaderboard(path: Path, order: list[StoredTrial]) -> None:

@@ -106,15 +106,10 @@ def read_run(run_dir: str | Path) -> RunFacts:
 def _input_shape(task: dict, notes: list[str]) -> tuple[int, ...] | None:
     """The task's input shape (the data-flow graphs need it); None with a note when the task's
     data cannot be found any more."""
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-    from einspace.tasks.registry import get_task
-    from einspace.tasks.unseen_nas import task_from_spec
+    from einspace.tasks.handle import resolve_task
 
-    name = task["name"]
     try:
-        if name.startswith("unseen:"):
-            return tuple(task_from_spec(name).input_shape)
-        return tuple(get_task(name).input_shape)
+        return tuple(resolve_task(task["name"]).input_shape)
     except EinspaceError as e:
         notes.append(f"no data-flow graphs: the task's input shape is unknown ({e})")
         return None

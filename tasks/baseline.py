@@ -2,10 +2,11 @@
 
 A baseline answers "what does a known network get here with this budget?", the yardstick a
 search result is read against.  It goes through exactly the path a search candidate takes
-(``task_recipe`` -> ``einspace.build`` -> ``train``), so the two are comparable, and each run
+(``Task.recipe`` -> ``einspace.build`` -> ``train``), so the two are comparable, and each run
 appends one JSON line to a results file so a table can be rebuilt from the records::
 
-    record = run_baseline("mnist1d", einspace.load_seed("mlp"), "mlp", {"epochs": 2})
+    record = run_baseline(resolve_task("mnist1d"), einspace.load_seed("mlp"), "mlp",
+                          {"epochs": 2})
     append_record(record, DEFAULT_RESULTS)
 
 With ``final=True`` the network is retrained on train + valid for the recipe's ``eval_epochs``
@@ -26,13 +27,13 @@ import torch
 import einspace
 from einspace.derivation import Derivation
 
-from .registry import load_task, task_recipe
+from .handle import Task
 from .trainer import Callback, resolve_metric, train
 
 DEFAULT_RESULTS = Path("results") / "baselines.jsonl"
 
 
-def run_baseline(task: str, derivation: Derivation, arch: str, overrides: dict | None = None,
+def run_baseline(task: Task, derivation: Derivation, arch: str, overrides: dict | None = None,
                  *, final: bool = False, root: str | Path | None = None, size: str = "default",
                  callback: Callback | None = None) -> dict:
     """Train ``derivation`` on ``task`` and return the JSON-friendly record of the run.
@@ -41,10 +42,10 @@ def run_baseline(task: str, derivation: Derivation, arch: str, overrides: dict |
     architecture cannot take raises before any data is touched; a run that diverges or fails
     comes back with ``status`` ``"failed"``, its ``reason`` and a ``score`` of None (the
     trainer's -inf, which JSON cannot hold)."""
-    recipe = task_recipe(task, overrides)
+    recipe = task.recipe(overrides)
     if final:
         recipe = recipe.for_final()
-    data = load_task(task, root, size=size)
+    data = task.load(size=size, root=root)
     head = ({"num_classes": data.num_classes} if data.num_classes is not None
             else {"output_shape": data.target_shape})
     params = einspace.count(derivation, data.input_shape, **head).params
@@ -53,7 +54,7 @@ def run_baseline(task: str, derivation: Derivation, arch: str, overrides: dict |
     result = train(lambda: einspace.build(derivation, data.input_shape, **head), data, recipe,
                    callback=callback)
     return {
-        "task": task, "task_version": data.metadata.get("generator_version"), "arch": arch,
+        "task": task.name, "task_version": data.metadata.get("generator_version"), "arch": arch,
         "hash": derivation.hash, "final": final, "eval_split": "test" if final else "valid",
         "size": size,
         "status": result.status, "reason": result.reason,

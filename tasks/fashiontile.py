@@ -26,7 +26,6 @@ the Unseen NAS tasks, and a shared per-tile encoder beats an MLP here (research 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
 from functools import lru_cache
@@ -35,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import SourceDigest
+from .registry import TaskError, TaskSpec, register_task, split_sizes
 
 NAME = "fashiontile"
 INSTALL = "apt-get install -y dataset-fashion-mnist"
@@ -84,12 +84,11 @@ def load_source() -> dict[str, np.ndarray | str]:
 
 @lru_cache(maxsize=2)
 def _load_source(directory: Path) -> dict[str, np.ndarray | str]:
-    digest = hashlib.sha256()
+    digest = SourceDigest()
     out: dict[str, np.ndarray | str] = {}
     for split, names in FILES.items():
         for kind, filename in zip(("images", "labels"), names, strict=True):
-            raw = (directory / filename).read_bytes()
-            digest.update(filename.encode() + b"\0" + raw)
+            raw = digest.add_file(filename, directory / filename)
             out[f"{split}_{kind}"] = read_idx(gzip.decompress(raw))
     out["source_sha256"] = digest.hexdigest()
     return out
@@ -143,17 +142,16 @@ def generate(seed: int, size: str = "default") -> tuple[TaskData, dict[str, np.n
     """The task's data plus its provenance: ``train_pool`` / ``valid_pool`` (training-image ids)
     and, per split, ``<split>_instances`` (ids into the train or test file), ``_shifts``,
     ``_flips`` -- what the tests use to check the source-level separation."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    counts = split_sizes(SIZES, size)
     source = load_source()
     rng = np.random.RandomState(seed)
     train_pool, valid_pool = split_instances(source["train_labels"], rng)
     test_pool = np.arange(len(source["test_labels"]))
     sources: dict[str, np.ndarray] = {"train_pool": train_pool, "valid_pool": valid_pool}
     splits = {}
-    for name, n, pool, file in (("train", SIZES[size][0], train_pool, "train"),
-                                ("valid", SIZES[size][1], valid_pool, "train"),
-                                ("test", SIZES[size][2], test_pool, "test")):
+    for name, n, pool, file in (("train", counts[0], train_pool, "train"),
+                                ("valid", counts[1], valid_pool, "train"),
+                                ("test", counts[2], test_pool, "test")):
         x, y, info = make_split(n, source[f"{file}_images"], source[f"{file}_labels"], pool, rng)
         splits[name] = Split(x, y)
         sources.update({f"{name}_{key}": value for key, value in info.items()})

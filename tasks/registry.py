@@ -3,8 +3,9 @@
 A built-in task is a :class:`TaskSpec` whose generator makes its splits deterministically from a
 seed; ``build_task`` writes them in the real Unseen-NAS format (``unseen_nas.write_unseen_nas``) so
 one loader serves real and built-in data, and a second build with the same name, version, seed and
-size reuses the files.  ``load_task`` takes a built-in name or ``unseen:/path`` for real data;
-``task_recipe`` gives the training recipe that goes with either.
+size reuses the files.  Tasks register themselves when ``einspace.tasks`` is imported; callers
+name a task through :func:`einspace.tasks.handle.resolve_task`, which also takes ``unseen:/path``
+for real data.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from einspace.errors import EinspaceError
 
 from .data import TaskData
-from .recipe import Recipe
-from .unseen_nas import load_unseen_nas, task_from_spec, write_unseen_nas
+from .unseen_nas import write_unseen_nas
 
 SIZES = ("small", "default")
+T = TypeVar("T")
 
 
 class TaskError(EinspaceError):
@@ -86,12 +88,12 @@ def get_task(name: str) -> TaskSpec:
                         f"unseen:/path/to/dir)") from None
 
 
-def task_summary(spec: str) -> dict:
-    """A built-in task's specification, or what an ``unseen:/path`` directory holds (read and
-    validated by the loader, arrays memory-mapped)."""
-    if spec.startswith("unseen:"):
-        return {**task_from_spec(spec).summary(), "source": spec}
-    return get_task(spec).summary()
+def split_sizes(sizes: dict[str, T], size: str) -> T:
+    """A task's split sizes for ``size`` ("small" or "default"); an unknown size is refused with
+    the sizes the task knows."""
+    if size not in sizes:
+        raise TaskError(f"size must be one of {', '.join(sizes)}, got {size!r}")
+    return sizes[size]
 
 
 def default_root() -> Path:
@@ -119,30 +121,3 @@ def build_task(name: str, root: str | Path | None = None, seed: int = 0,
                                              data.splits, data.num_classes, data.target_shape,
                                              metadata))
     return directory
-
-
-def load_task(spec: str, root: str | Path | None = None, seed: int = 0,
-              size: str = "default") -> TaskData:
-    """A task's data: ``unseen:/path`` for a real Unseen-NAS directory, else a built-in name."""
-    if spec.startswith("unseen:"):
-        return task_from_spec(spec)
-    directory = build_task(spec, root, seed, size)
-    data = load_unseen_nas(directory)
-    return TaskData(spec, data.input_shape, data.task_type, data.splits, data.num_classes,
-                    data.target_shape, data.metadata)
-
-
-def task_recipe(spec: str, overrides: dict | None = None) -> Recipe:
-    """The recipe a task is trained with: the defaults, then the task's own settings, then
-    ``overrides`` (a user's flags or a YAML ``training:`` mapping, read by
-    :meth:`Recipe.from_dict`), each layer validated by :class:`Recipe`.
-
-    A built-in task's settings are its ``TaskSpec.recipe`` on top of its ``metric`` (so darcy
-    is scored by relative L2, not the regression default of MSE); an ``unseen:`` directory has
-    no settings of its own and gets the reference defaults.  This is the one place that layers
-    them, so a baseline and a search score a task the same way."""
-    recipe = Recipe()
-    if not spec.startswith("unseen:"):
-        task = get_task(spec)
-        recipe = recipe.with_overrides(**{"metric": task.metric, **task.recipe})
-    return Recipe.from_dict(overrides, base=recipe)

@@ -502,8 +502,8 @@ def _metadata_to_write(data: TaskData) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in meta.items()}
 
 
-def task_from_spec(spec: str) -> TaskData:
-    """Resolve a ``--task`` value; ``unseen:/path/to/dir`` loads that Unseen-NAS directory."""
+def spec_directory(spec: str) -> str:
+    """The directory an ``unseen:/path/to/dir`` task value names."""
     if not spec.startswith(SPEC_PREFIX):
         raise DataFormatError(
             f"task {spec!r} is not understood; use {SPEC_PREFIX}/path/to/dataset_dir"
@@ -511,4 +511,9 @@ def task_from_spec(spec: str) -> TaskData:
     path = spec[len(SPEC_PREFIX) :]
     if not path:
         raise DataFormatError(f"task {spec!r} names no directory; use {SPEC_PREFIX}/path/to/dir")
-    return load_unseen_nas(path)
+    return path
+
+
+def task_from_spec(spec: str) -> TaskData:
+    """Resolve a ``--task`` value; ``unseen:/path/to/dir`` loads that Unseen-NAS directory."""
+    return load_unseen_nas(spec_directory(spec))

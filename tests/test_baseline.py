@@ -12,8 +12,9 @@ from einspace.cli import main
 from einspace.errors import ConfigError
 from einspace.tasks import registry
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
+from einspace.tasks.handle import resolve_task
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.registry import TaskSpec, task_recipe
+from einspace.tasks.registry import TaskSpec
 from einspace.tasks.unseen_nas import write_unseen_nas
 
 TASK_RECIPE = {"batch_size": 16, "lr": 0.05, "weight_decay": 0.0}
@@ -80,21 +81,19 @@ def test_cli_trains_prints_and_appends_a_record(bars, tmp_path, capsys):
 
 
 def test_task_recipe_layers_defaults_task_and_user(bars):
-    recipe = task_recipe("bars")
+    recipe = resolve_task("bars").recipe()
     assert recipe == Recipe().with_overrides(metric="accuracy", **TASK_RECIPE)
-    assert task_recipe("bars", {"lr": 0.2, "epochs": 2}).lr == 0.2
-    assert task_recipe("bars", {"epochs": 2}).batch_size == 16
-    assert task_recipe("unseen:/anywhere", {"epochs": 2}) == Recipe(epochs=2)
+    assert resolve_task("bars").recipe({"lr": 0.2, "epochs": 2}).lr == 0.2
+    assert resolve_task("bars").recipe({"epochs": 2}).batch_size == 16
+    assert resolve_task("unseen:/anywhere").recipe({"epochs": 2}) == Recipe(epochs=2)
     with pytest.raises(ConfigError, match="unknown training recipe key"):
-        task_recipe("bars", {"learning_rate": 1.0})
+        resolve_task("bars").recipe({"learning_rate": 1.0})
 
 
 def test_builtin_task_recipes_resolve():
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-
-    darcy = task_recipe("darcy_lite")
+    darcy = resolve_task("darcy_lite").recipe()
     assert (darcy.metric, darcy.batch_size, darcy.optimizer) == ("neg_relative_l2", 16, "adamw")
-    assert task_recipe("mnist1d").metric == "accuracy"
+    assert resolve_task("mnist1d").recipe().metric == "accuracy"
 
 
 def test_cli_applies_the_task_recipe(bars, tmp_path, capsys):

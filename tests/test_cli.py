@@ -166,6 +166,7 @@ def test_distance_of_seeds_files_and_texts(tmp_path, capsys):
                                            einspace.load_seed("vit")) > 0
 
 
+@pytest.mark.slow
 def test_installed_command_never_prints_a_traceback():
     result = subprocess.run([sys.executable, "-m", "einspace", "inspect", "(computation nrom)",
                              "--input-shape", "3,8,8"], capture_output=True, text=True)
@@ -208,6 +209,7 @@ def test_help_imports_no_heavy_library(argv):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_import_einspace_is_lazy_and_keeps_the_public_api():
     probe = ("import sys, einspace\nbefore = 'torch' in sys.modules\n"
              "d = einspace.sample((3, 8, 8), seed=0)\n"

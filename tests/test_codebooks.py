@@ -1,5 +1,6 @@
-"""Codebook and learned-memory terminals (``blocks/codebooks.py``): discrete key-value bottleneck
-(#15), prototype layer (#35), AiT soft codebook (#53) and MULTI-LANE token summarisation (#30).
+"""Codebook and learned-memory terminals: discrete key-value bottleneck (#15), prototype layer
+(#35), AiT soft codebook (#53) (``blocks/codebooks.py``) and MULTI-LANE token summarisation (#30)
+(``blocks/token_summarize.py``).
 
 Forward outputs are recomputed here from the papers' equations with explicit loops / einsum over
 the built module's weights; gradients, key initialisation, placement inside networks, sampling

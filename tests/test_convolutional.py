@@ -1,6 +1,7 @@
-"""Seed-paper terminals of ``blocks/convolutional.py``: Maestro low-rank layers, Inception-ResNet
-scales and blocks, PixPro pixel propagation, layer-masking operators, and the Inception-ResNet
-seed network.
+"""Seed-paper terminals of ``blocks/low_rank.py`` (Maestro low-rank layers),
+``blocks/inception_resnet.py`` (Inception-ResNet scales and blocks), ``blocks/propagation.py``
+(PixPro pixel propagation) and ``blocks/masking.py`` (layer-masking operators), and the
+Inception-ResNet seed network.
 
 Every forward is checked against an independent computation written from the paper's equations
 (einsum, shifted windows, explicit loops) with the module's own weights; every module is checked
@@ -22,7 +23,9 @@ import einspace
 from einspace.blocks import Kind, get, terminals
 from einspace.blocks.registry import NAME_PATTERN, NO_CONTEXT
 
-MINE = [t for t in terminals() if t.__module__.endswith("blocks.convolutional")]
+MODULES = {f"einspace.blocks.{name}"
+           for name in ("low_rank", "inception_resnet", "propagation", "masking")}
+MINE = [t for t in terminals() if t.__module__ in MODULES]
 NAMES = {t.name for t in MINE}
 MASKED = ["masked_conv3k", "masked_norm", "masked_leakyrelu"]
 FAMILIES = {"attention", "normalisation", "token-mixing", "gating", "hyper-kernel", "bottleneck",

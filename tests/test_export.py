@@ -95,6 +95,7 @@ def exported(tmp_path_factory):
     return done, checks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_every_format_reproduces_the_outputs_without_einspace(exported, case):
     done, checks = exported
@@ -112,6 +113,7 @@ def test_sampled_architectures_cover_paper_primitives():
     assert len(used & PAPER_TERMINALS) >= 4
 
 
+@pytest.mark.slow
 def test_generated_model_py_is_plain_torch_and_lint_clean(exported):
     done, _ = exported
     files = [e.out_dir / "model.py" for e in done.values() if "pytorch" in e.card["formats"]]
@@ -131,6 +133,7 @@ def test_generated_model_py_is_plain_torch_and_lint_clean(exported):
     assert lint.returncode == 0, lint.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_model_py_comments_name_derivation_nodes(exported):
     done, _ = exported
     source = (done["seed-resnet18"].out_dir / "model.py").read_text()
@@ -139,6 +142,7 @@ def test_model_py_comments_name_derivation_nodes(exported):
     assert "import einspace" not in source
 
 
+@pytest.mark.slow
 def test_model_py_loops_over_repeated_branches(exported):
     done, _ = exported
     source = (done["clone8-nested"].out_dir / "model.py").read_text()
@@ -151,6 +155,7 @@ def test_model_py_loops_over_repeated_branches(exported):
     assert len(copies) == 64 and not torch.equal(state[copies[0]], state[copies[1]])
 
 
+@pytest.mark.slow
 def test_card_describes_the_export(exported):
     done, _ = exported
     card = json.loads((done["seed-slab"].out_dir / "card.json").read_text())
@@ -176,6 +181,7 @@ def test_onnx_pooling_matrices_match_adaptive_pooling():
         torch.testing.assert_close(pooled, nn.functional.adaptive_avg_pool2d(x, out))
 
 
+@pytest.mark.slow
 def test_the_check_process_cannot_import_einspace(exported):
     check = exported[1][("cheat", "pytorch")]
     assert check.isolated and not check.ok
@@ -316,6 +322,7 @@ class Unexportable(nn.Module):
         return x
 
 
+@pytest.mark.slow
 def test_unexportable_node_is_named_with_the_reason(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(get(Kind.COMPUTATION, "leakyrelu"), "build", lambda x, ctx: Unexportable())
     out = tmp_path / "out"
@@ -347,6 +354,7 @@ def test_force_replaces_an_earlier_export(tmp_path):
     assert not (out / "model.py").exists()
 
 
+@pytest.mark.slow
 def test_task_gives_an_architecture_its_shapes_and_raw_inputs(run_dir, tmp_path, capsys):
     out = tmp_path / "task"
     weights = run_dir / "weights" / "trial-2.pt"

@@ -112,8 +112,8 @@ def test_uint8_images_stored_without_channels_export_raw(tmp_path):
 
     import einspace
     from einspace.export import from_task
+    from einspace.tasks.handle import resolve_task
     from einspace.tasks.recipe import Recipe
-    from einspace.tasks.registry import load_task
     from einspace.tasks.trainer import evaluate, train
 
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def test_uint8_images_stored_without_channels_export_raw(tmp_path):
         np.save(task_dir / f"{split}_x.npy", x.astype(np.uint8))
         np.save(task_dir / f"{split}_y.npy", y.astype(np.int64))
     task = f"unseen:{task_dir}"
-    data = load_task(task)
+    data = resolve_task(task).load()
     arch = "(sequential (computation norm) (computation linear16))"
     derivation = einspace.parse(arch)
     result = train(lambda: einspace.build(derivation, data.input_shape, num_classes=3), data,

@@ -141,6 +141,7 @@ def test_missing_source_names_the_install_command(monkeypatch, tmp_path):
         make_fashiontile(0, "small")
 
 
+@pytest.mark.slow
 @needs_source
 def test_default_size_is_fast():
     fashiontile._load_source.cache_clear()

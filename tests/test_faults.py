@@ -137,6 +137,7 @@ def test_memory_monitor_kill_is_a_failed_trial_and_the_search_completes(tmp_path
     assert lost[0].result["pid"] and lost[0].result["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_oversized_candidates_are_rejected_before_launch(tmp_path):
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 4,
                                            "memory_per_trial": "800MB"},
@@ -157,6 +158,7 @@ def test_oversized_candidates_are_rejected_before_launch(tmp_path):
     assert stored == 800 * 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:10001"])
 def test_bad_addresses_fail_fast_with_one_line_and_leave_nothing(tmp_path, address):
     out = tmp_path / "run"
@@ -184,6 +186,7 @@ def test_run_directories_left_by_start_up_kills_say_what_to_do(tmp_path):
     assert read_run_config(tmp_path / "early").seed == 3
 
 
+@pytest.mark.slow
 def test_resume_honours_no_final_and_workers(tmp_path):
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 2},
                       "final": {"top_k": 1, "epochs": 1}})

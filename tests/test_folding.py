@@ -81,6 +81,7 @@ def test_unfold_without_a_fold_is_a_clear_error():
         einspace.annotate(d, (16, 8))
 
 
+@pytest.mark.slow
 def test_seed_papers_samples_fold_and_every_sample_builds():
     sampler = einspace.Sampler(einspace.load_grammar(terminal_set="seed-papers"),
                                einspace.Budget(max_flops=500_000_000, max_params=2_000_000))

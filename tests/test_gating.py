@@ -1,8 +1,9 @@
-"""Gating and hyper-kernel terminals (``blocks/gating.py``): HyperZ·Z·W / Terminator
-(``hyper_channel_gate``, ``hyperzzw_local{3,5,7}``, ``hyperzzw_global``, ``rgu``), Sentence
-Attention Blocks (``cond_channel_gate``), FiRST (``routed_skip``), Make Deep Networks Shallow
-Again (``parallel_sum{2,4}``, and the same sum as a grammar expression) and the ``terminator``
-seed.
+"""Hyper-kernel, gating and parallel-sum terminals: HyperZ·Z·W / Terminator
+(``blocks/hyper_kernel.py``: ``hyper_channel_gate``, ``hyperzzw_local{3,5,7}``,
+``hyperzzw_global``, ``rgu``), Sentence Attention Blocks and FiRST (``blocks/gating.py``:
+``cond_channel_gate``, ``routed_skip``), Make Deep Networks Shallow Again
+(``blocks/parallel_sum.py``: ``parallel_sum{2,4}``, and the same sum as a grammar expression) and
+the ``terminator`` seed.
 
 Every forward is checked against an independent computation written from the equations
 (explicit coordinates, einsum, explicit shifted sums for the depth-wise convolution) with the

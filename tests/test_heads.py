@@ -51,3 +51,22 @@ def test_network_remembers_its_architecture_and_scripts():
     scripted = torch.jit.script(net)
     x = torch.randn(2, 3, 16, 16)
     assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+def test_dense_head_of_a_shrinking_backbone_can_draw_a_field():
+    """A 2x2 map stretched to 8x8 is flat on each quarter; the field decoder is not."""
+    d = einspace.parse("(routing im2col4k4s0p (computation linear16) col2im)")  # 8x8 -> 2x2
+    net = einspace.build(d, (1, 8, 8), output_shape=(8, 8)).eval()
+    assert net.head.field is not None
+    torch.nn.init.normal_(net.head.field.weight)
+    with torch.no_grad():
+        field = net(torch.randn(1, 1, 8, 8))[0, 0]
+    quarter = field[:4, :4]
+    assert not torch.allclose(quarter, quarter[0, 0].expand_as(quarter))
+
+
+def test_dense_head_of_a_full_resolution_backbone_is_per_pixel():
+    d = einspace.parse(IMAGE_ARCH.replace("im2col3k2s1p", "im2col3k1s1p"))  # keeps 16x16
+    net = einspace.build(d, (3, 16, 16), output_shape=(16, 16))
+    assert net.head.field is None
+    assert sum(p.numel() for p in net.head.parameters()) == 16 + 1

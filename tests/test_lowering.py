@@ -399,6 +399,7 @@ def small_samples(shape, n) -> tuple:
     return tuple(found)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_flops_match_flop_counter(shape):
     for d in small_samples(shape, 50):
@@ -453,6 +454,7 @@ def check_scripts(net: nn.Module, shape) -> None:
     torch.testing.assert_close(script, eager, atol=1e-6, rtol=1e-6, equal_nan=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(3, 28, 28), (1, 27, 18)], ids=lambda s: "x".join(map(str, s)))
 def test_sampled_networks_script(shape):
     for d in small_samples(shape, 50):
@@ -468,6 +470,7 @@ def test_seeds_script(name, lower):
     check_scripts(build(einspace.load_seed(name), shape, num_classes=10, lower=lower), shape)
 
 
+@pytest.mark.slow
 def test_token_mode_networks_script():
     shape = (16, 24)
     for d in small_samples(shape, 10):

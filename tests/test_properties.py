@@ -23,6 +23,8 @@ import einspace
 from einspace import Budget, Derivation, SamplingError, annotate, build, count, parse
 from einspace.recombination import swap_matching_subtree
 
+pytestmark = pytest.mark.slow  # thousands of networks built and run: minutes
+
 SHAPES = [(3, 28, 28), (1, 24, 24), (12, 8, 8), (3, 64, 64), (1, 27, 18), (1, 64, 128)]
 PER_SHAPE = 334  # 6 x 334 = 2004 samples
 CHUNKS = 2

@@ -41,6 +41,8 @@ import yaml
 
 from einspace.search.store import open_run_store
 
+pytestmark = pytest.mark.slow
+
 RAY = Path(sys.executable).with_name("ray")
 TRIALS = 6
 CONFIG = {

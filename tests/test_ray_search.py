@@ -99,6 +99,7 @@ def reference_run(config_file, tmp_path_factory):
     return run, done.stdout
 
 
+@pytest.mark.slow
 def test_search_writes_consistent_outputs(reference_run):
     run, stdout = reference_run
     trials = open_run_store(run).latest()
@@ -206,6 +207,7 @@ def inject_faults(index: int, model: nn.Module) -> nn.Module:
     return {2: _Raises, 3: _NaN, 4: _KillsWorker}.get(index, lambda m: m)(model)
 
 
+@pytest.mark.slow
 def test_failures_are_recorded_and_the_search_completes(tmp_path):
     # Ray ships its own cloudpickle; by value, so workers need not import this test module.
     ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -231,6 +233,7 @@ def test_failures_are_recorded_and_the_search_completes(tmp_path):
     (["--budget", "5x"], "search.time must be"),
     (["--task", "no_such_task", "--budget", "2"], "unknown task"),
 ])
+@pytest.mark.slow
 def test_search_command_errors_are_one_line(args, message):
     done = subprocess.run([*EINSPACE, "search", *args], capture_output=True, text=True,
                           timeout=120)
@@ -238,6 +241,7 @@ def test_search_command_errors_are_one_line(args, message):
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_asha_stops_weak_candidates_early(tmp_path):
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 8, "scheduler": "asha",
                                            "grace_epochs": 1},
@@ -254,6 +258,7 @@ def test_asha_stops_weak_candidates_early(tmp_path):
     assert any(t.status == "ok" and t.result["epochs_run"] == 3 for t in trials)
 
 
+@pytest.mark.slow
 def test_trials_get_the_gpus_they_ask_for(tmp_path):
     """On a CPU machine Ray can still be told it has a GPU: two trials asking for half a GPU
     each share it (both see GPU 0) and run at the same time; the recipe then trains on CPU
@@ -274,6 +279,7 @@ def test_trials_get_the_gpus_they_ask_for(tmp_path):
     assert second.result["began"] < first.finished  # packed onto the one GPU together
 
 
+@pytest.mark.slow
 def test_evaluate_retrains_the_best_of_a_finished_run(reference_run):
     run, _ = reference_run
     done = subprocess.run([*EINSPACE, "evaluate", str(run), "--top-k", "2", "--epochs", "1",

@@ -4,8 +4,7 @@
 A block directly preceded by ``<!-- readme-test: known-failure ERROR: why -->`` is expected to
 fail with ERROR (an exception name) in its traceback: a strict xfail, so once it passes the test
 reports XPASS as a failure and the marker must go; failing in any other way is a plain failure.
-A block that runs a search (it imports ``einspace.search.engine``) starts Ray and trains, so it is
-marked slow.
+Each block starts a Python process (and some start Ray and train), so the blocks are marked slow.
 """
 
 import re
@@ -30,8 +29,6 @@ def readme_blocks() -> list:
             expected = match["reason"].split(":")[0]
             marks.append(pytest.mark.xfail(reason=match["reason"], strict=True,
                                            raises=AssertionError))
-        if "einspace.search.engine" in match["code"]:
-            marks.append(pytest.mark.slow)
         params.append(pytest.param(match["code"], expected, id=f"README.md:{line}", marks=marks))
     return params
 
@@ -43,6 +40,7 @@ def test_the_readme_has_python_blocks():
     assert len(BLOCKS) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code, expected", BLOCKS)
 def test_readme_python_block_runs(code, expected, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,

@@ -15,9 +15,22 @@ import torch
 from torch import nn
 
 import einspace
-from benchmarks.handwritten import HANDWRITTEN, WRN16_4, MLPMixer, ResNet18, ViT
+from benchmarks.handwritten import (
+    HANDWRITTEN,
+    MLP,
+    WRN16_4,
+    MLPMixer,
+    ResNet18,
+    SmallCNN,
+    SmallFCN,
+    SmallViT,
+    ViT,
+)
+from einspace.errors import ShapeError
+from einspace.tasks.registry import list_tasks
 
-SEEDS = ["mlp_mixer", "resnet18", "vit", "wrn16_4"]
+SEEDS = ["mlp", "mlp_mixer", "resnet18", "small_cnn", "small_fcn", "small_vit", "vit", "wrn16_4"]
+SMALL_SEEDS = ["mlp", "small_cnn", "small_fcn", "small_vit"]
 SHAPES = [(3, 28, 28), (1, 24, 24), (12, 8, 8), (3, 64, 64), (1, 27, 18), (1, 64, 128)]
 NUM_CLASSES = 10
 
@@ -26,14 +39,15 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_seed_names_lists_all_four():
+def test_seed_names_lists_every_twinned_seed():
     assert set(SEEDS) <= set(einspace.seed_names())
     assert einspace.seed_names() == sorted(einspace.seed_names())
 
 
 def test_handwritten_registry():
     assert HANDWRITTEN == {"resnet18": ResNet18, "wrn16_4": WRN16_4, "vit": ViT,
-                           "mlp_mixer": MLPMixer}
+                           "mlp_mixer": MLPMixer, "mlp": MLP, "small_cnn": SmallCNN,
+                           "small_vit": SmallViT, "small_fcn": SmallFCN}
 
 
 @pytest.mark.parametrize("name", SEEDS)
@@ -117,3 +131,22 @@ def test_outputs_match_handwritten_with_copied_weights(name):
     x = torch.randn(4, *shape)
     with torch.no_grad():
         torch.testing.assert_close(net(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", list_tasks(), ids=lambda t: t.name)
+@pytest.mark.parametrize("name", SMALL_SEEDS)
+def test_small_seeds_fit_every_builtin_task_or_say_why(name, task):
+    """A small seed either builds for the task's input and target, or the shape error names the
+    terminal that cannot take the input (the 4x4 patches of small_vit on mnist1d's 1x40)."""
+    target = ({"num_classes": task.num_classes} if task.num_classes
+              else {"output_shape": task.target_shape})
+    d = einspace.load_seed(name)
+    try:
+        net = einspace.build(d, task.input_shape, **target)
+    except ShapeError as error:
+        assert "does not accept input" in str(error)
+        return
+    with torch.no_grad():
+        out = net(torch.randn(2, *task.input_shape))
+    expected = (task.num_classes,) if task.num_classes else tuple(task.target_shape)
+    assert tuple(out.shape[1:]) == expected

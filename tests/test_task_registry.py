@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from einspace.cli import main
+from einspace.errors import EinspaceError
 from einspace.tasks import registry
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
-from einspace.tasks.registry import TaskError, TaskSpec, build_task, get_task, load_task
+from einspace.tasks.handle import resolve_task
+from einspace.tasks.registry import TaskError, TaskSpec, build_task, get_task
 from einspace.tasks.unseen_nas import normalize_metadata
 
 CALLS = []
@@ -45,7 +47,7 @@ def test_build_caches_and_load_reads_back(stripes, tmp_path):
     first = build_task("stripes", tmp_path, seed=3, size="small")
     again = build_task("stripes", tmp_path, seed=3, size="small")
     assert first == again and CALLS == [(3, "small")]
-    data = load_task("stripes", tmp_path, seed=3, size="small")
+    data = resolve_task("stripes").load(3, "small", tmp_path)
     expected = make_stripes(3, "small")
     for name in ("train", "valid", "test"):
         np.testing.assert_array_equal(data.split(name).x, expected.split(name).x)
@@ -54,6 +56,25 @@ def test_build_caches_and_load_reads_back(stripes, tmp_path):
     assert data.metadata["generator_version"] == "1" and data.metadata["seed"] == 3
     build_task("stripes", tmp_path, seed=3, size="small", force=True)
     assert len(CALLS) == 3  # the forced rebuild and the load's reference build above
+
+
+def test_a_task_value_resolves_once_into_a_handle(stripes, tmp_path):
+    task = resolve_task("stripes")
+    assert (task.name, task.input_shape, task.num_classes, task.target_shape, task.metric) == \
+        ("stripes", (1, 6, 6), 2, None, "accuracy")
+    directory = task.directory(3, "small", tmp_path)
+    assert directory == build_task("stripes", tmp_path, seed=3, size="small")
+    unseen = resolve_task(f"unseen:{directory}")
+    assert unseen.name == f"unseen:{directory}" and unseen.directory() == directory
+    assert (unseen.input_shape, unseen.num_classes, unseen.metric) == ((1, 6, 6), 2, "auto")
+    built = task.load(3, "small", tmp_path)
+    np.testing.assert_array_equal(unseen.load().split("train").x, built.split("train").x)
+    assert unseen.summary()["source"] == f"unseen:{directory}"
+    assert resolve_task("unseen:no/such/dir").recipe().metric == "auto"  # resolving reads nothing
+    with pytest.raises(TaskError, match="did you mean stripes"):
+        resolve_task("stripe")
+    with pytest.raises(EinspaceError, match="names no directory"):
+        resolve_task("unseen:")
 
 
 def test_unknown_task_and_size(stripes, tmp_path):
@@ -82,14 +103,12 @@ def test_cli_tasks_list_show_build(stripes, tmp_path, capsys):
 
 
 def _builtin_names() -> list[str]:
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-
     return [spec.name for spec in registry.list_tasks()]
 
 
 @pytest.mark.parametrize("name", _builtin_names())
 def test_every_builtin_task_round_trips_through_the_cache(name, tmp_path):
-    """build_task writes the real format; load_task reads back exactly what the generator made,
+    """build_task writes the real format; the handle loads back exactly what the generator made,
     with the spec's shapes and every metadata entry kept."""
     spec = get_task(name)
     try:
@@ -98,7 +117,7 @@ def test_every_builtin_task_round_trips_through_the_cache(name, tmp_path):
         pytest.skip(str(e))
     directory = build_task(name, tmp_path, seed=1, size="small")
     assert (directory / "metadata").is_file() and (directory / "train_x.npy").is_file()
-    loaded = load_task(name, tmp_path, seed=1, size="small")
+    loaded = resolve_task(name).load(1, "small", tmp_path)
     assert loaded.input_shape == spec.input_shape and loaded.task_type == spec.task_type
     assert loaded.num_classes == spec.num_classes == fresh.num_classes
     assert loaded.target_shape == spec.target_shape

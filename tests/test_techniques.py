@@ -3,6 +3,7 @@ their validation, their effect on training, and bit-identical runs when they are
 
 import contextlib
 import math
+import pickle
 
 import pytest
 import torch
@@ -12,11 +13,13 @@ from torch.nn import functional as F
 
 import einspace
 from einspace.blocks.codebooks import PrototypeModule
-from einspace.blocks.convolutional import LowRankLinearModule
+from einspace.blocks.low_rank import LowRankLinearModule
 from einspace.errors import ConfigError
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.techniques import (
+    APPLICATION_ORDER,
     OPTIONS,
+    RECIPE_ORDER,
     DepthScaledLayerNorm,
     GradNoise,
     Guidance,
@@ -28,6 +31,7 @@ from einspace.tasks.techniques import (
     matched_layers,
     patch_mask,
 )
+from einspace.tasks.techniques.base import registered
 from einspace.tasks.trainer import fit_normalizer, train
 
 CPU = torch.device("cpu")
@@ -105,6 +109,22 @@ def test_yaml_forms_round_trip():
 def test_bad_options_raise_config_errors_naming_the_key(techniques, key):
     with pytest.raises(ConfigError, match=key):
         Recipe.from_dict({"techniques": techniques})
+
+
+def test_every_registered_technique_is_listed_and_ordered_once():
+    """A technique is declared in one module; the two orders name each registered one once."""
+    names = set(registered())
+    assert set(OPTIONS) == names and sorted(RECIPE_ORDER) == sorted(APPLICATION_ORDER) == \
+        sorted(names)
+    for name, technique in registered().items():
+        assert OPTIONS[name] is technique.options_class
+        assert technique.__module__ == f"einspace.tasks.techniques.{name}"
+
+
+def test_recipes_with_techniques_survive_pickling():
+    """Ray sends recipes to its workers by pickle."""
+    recipe = Recipe.from_dict({"techniques": {"tract": True, "grad_noise": {"eta": 0.3}}})
+    assert pickle.loads(pickle.dumps(recipe)) == recipe
 
 
 def test_techniques_must_be_a_mapping():

@@ -127,16 +127,15 @@ def from_task(spec: str, task: str, weights: str | Path | None = None, *, size: 
     """An architecture with (optional) weights trained on ``task`` (a built-in name or
     ``unseen:/path``) by einspace's trainer: the task gives the shapes and, unless ``bare``, the
     trainer's input transformation with the task's train-split statistics."""
-    from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-    from einspace.tasks.registry import load_task, task_recipe
+    from einspace.tasks.handle import resolve_task
 
-    data = load_task(task, seed=seed, size=size)
+    handle = resolve_task(task)
+    data = handle.load(seed, size)
     candidate = from_spec(spec, data.input_shape, data.num_classes, data.target_shape, weights)
     candidate.task = {"name": task, "size": size, "seed": seed}
     if not bare:
-        directory = _task_dir({"name": task, "root": None, "seed": seed, "size": size})
-        candidate.preprocessing = task_preprocessing(data, directory,
-                                                     task_recipe(task).normalize, final=False)
+        candidate.preprocessing = task_preprocessing(data, handle.directory(seed, size),
+                                                     handle.recipe().normalize, final=False)
     return candidate
 
 
@@ -202,11 +201,9 @@ def task_preprocessing(data, task_dir: Path, normalize: bool, final: bool) -> Pr
 
 def _task_dir(task: dict) -> Path:
     """The directory of a run's task arrays (a built-in task's cached copy)."""
-    if task["name"].startswith("unseen:"):
-        return Path(task["name"].removeprefix("unseen:"))
-    from einspace.tasks.registry import build_task
+    from einspace.tasks.handle import resolve_task
 
-    return build_task(task["name"], task["root"], task["seed"], task["size"])
+    return resolve_task(task["name"]).directory(task["seed"], task["size"], task["root"])
 
 
 def _stored_without_channels(task_dir: Path) -> bool:

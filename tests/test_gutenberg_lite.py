@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from task_checks import checksum
 
-from einspace.tasks import gutenberg
+from einspace.tasks import gutenberg_lite
 from einspace.tasks.data import CLASSIFICATION
-from einspace.tasks.gutenberg import (
+from einspace.tasks.gutenberg_lite import (
     CATEGORIES,
     INSTALL,
     NAME,
@@ -25,7 +25,7 @@ from einspace.tasks.gutenberg import (
 from einspace.tasks.registry import TaskError, get_task
 
 needs_source = pytest.mark.skipif(
-    not all((gutenberg.SOURCE_DIR / c).is_file() for c in CATEGORIES),
+    not all((gutenberg_lite.SOURCE_DIR / c).is_file() for c in CATEGORIES),
     reason=f"the Debian fortunes files are not installed ({INSTALL})")
 
 # sha256 of make_gutenberg(0, "small") for the fortunes 1:1.99.1-7.3 files (whose sha256 is
@@ -140,14 +140,14 @@ def test_spec_is_registered():
 
 
 def test_missing_source_names_the_install_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(gutenberg, "SOURCE_DIR", tmp_path)
+    monkeypatch.setattr(gutenberg_lite, "SOURCE_DIR", tmp_path)
     with pytest.raises(TaskError, match=INSTALL):
         make_gutenberg(0, "small")
 
 
 @needs_source
 def test_default_size_is_fast():
-    gutenberg._read_phrases.cache_clear()
+    gutenberg_lite._read_phrases.cache_clear()
     began = time.perf_counter()
     data = make_gutenberg(0, "default")
     seconds = time.perf_counter() - began

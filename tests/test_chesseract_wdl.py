@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 
 import einspace
-from einspace.tasks import chess_wdl
+from einspace.tasks import chesseract_wdl
 from einspace.tasks.data import Split, TaskData
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
 
-chess = pytest.importorskip("chess", reason=f"install with `{chess_wdl.INSTALL}`")
+chess = pytest.importorskip("chess", reason=f"install with `{chesseract_wdl.INSTALL}`")
 try:
-    chess_wdl._tables(chess_wdl.default_table_dir())
+    chesseract_wdl._tables(chesseract_wdl.default_table_dir())
 except TaskError:
-    pytest.skip(f"Syzygy tables absent; fetch them with `{chess_wdl.FETCH}`",
+    pytest.skip(f"Syzygy tables absent; fetch them with `{chesseract_wdl.FETCH}`",
                 allow_module_level=True)
 
 
@@ -34,12 +34,12 @@ def checksum(data: TaskData) -> str:
 
 @pytest.fixture(scope="module")
 def small() -> TaskData:
-    return chess_wdl.make_chesseract_wdl(0, "small")
+    return chesseract_wdl.make_chesseract_wdl(0, "small")
 
 
 def test_deterministic(small):
-    assert checksum(small) == checksum(chess_wdl.make_chesseract_wdl(0, "small"))
-    assert checksum(small) != checksum(chess_wdl.make_chesseract_wdl(1, "small"))
+    assert checksum(small) == checksum(chesseract_wdl.make_chesseract_wdl(0, "small"))
+    assert checksum(small) != checksum(chesseract_wdl.make_chesseract_wdl(1, "small"))
 
 
 def test_shapes_balance_and_metadata(small):
@@ -47,7 +47,8 @@ def test_shapes_balance_and_metadata(small):
     assert small.input_shape == (12, 8, 8) == spec.input_shape and small.num_classes == 3
     assert small.metadata["codename"] == "chesseract_wdl" and small.metadata["n_classes"] == 3
     assert len(small.metadata["source_sha256"]) == 64
-    for name, per_class in zip(("train", "valid", "test"), chess_wdl.SIZES["small"], strict=True):
+    for name, per_class in zip(("train", "valid", "test"), chesseract_wdl.SIZES["small"],
+                               strict=True):
         split = small.splits[name]
         assert split.x.shape == (3 * per_class, 12, 8, 8) and split.x.dtype == np.float32
         assert split.y.dtype == np.int64
@@ -68,7 +69,7 @@ def _board(planes: np.ndarray):
 
 
 def test_splits_disjoint_up_to_symmetry(small):
-    keys = {name: [chess_wdl._canonical_key(chess, _board(x)) for x in small.splits[name].x]
+    keys = {name: [chesseract_wdl._canonical_key(chess, _board(x)) for x in small.splits[name].x]
             for name in ("train", "valid", "test")}
     for name, split_keys in keys.items():
         assert len(set(split_keys)) == len(split_keys), name
@@ -79,14 +80,14 @@ def test_splits_disjoint_up_to_symmetry(small):
 
 def test_canonical_key_merges_symmetric_twins():
     board = chess.Board("8/8/8/3k4/8/8/1R6/K7 w - - 0 1")  # pawnless: 8 symmetries
-    key = chess_wdl._canonical_key(chess, board)
+    key = chesseract_wdl._canonical_key(chess, board)
     for f in (chess.flip_horizontal, chess.flip_vertical, chess.flip_diagonal,
               chess.flip_anti_diagonal):
-        assert chess_wdl._canonical_key(chess, board.transform(f)) == key
+        assert chesseract_wdl._canonical_key(chess, board.transform(f)) == key
     pawn = chess.Board("8/8/8/3k4/8/8/1P6/K7 w - - 0 1")  # with a pawn: only the file flip
-    pkey = chess_wdl._canonical_key(chess, pawn)
-    assert chess_wdl._canonical_key(chess, pawn.transform(chess.flip_horizontal)) == pkey
-    assert chess_wdl._canonical_key(chess, pawn.transform(chess.flip_vertical)) != pkey
+    pkey = chesseract_wdl._canonical_key(chess, pawn)
+    assert chesseract_wdl._canonical_key(chess, pawn.transform(chess.flip_horizontal)) == pkey
+    assert chesseract_wdl._canonical_key(chess, pawn.transform(chess.flip_vertical)) != pkey
 
 
 def test_labels_match_the_tables(small):
@@ -94,7 +95,7 @@ def test_labels_match_the_tables(small):
     import chess.syzygy
 
     split = small.splits["test"]
-    with chess.syzygy.open_tablebase(str(chess_wdl.default_table_dir())) as tb:
+    with chess.syzygy.open_tablebase(str(chesseract_wdl.default_table_dir())) as tb:
         for x, y in zip(split.x[:30], split.y[:30], strict=True):
             wdl = tb.probe_wdl(_board(x))
             assert (0 if wdl == -2 else 2 if wdl == 2 else 1) == y
@@ -104,19 +105,20 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "chess", None)
     monkeypatch.setitem(sys.modules, "chess.syzygy", None)
     with pytest.raises(TaskError, match="pip install chess==1.11.2"):
-        chess_wdl.make_chesseract_wdl(0, "small")
+        chesseract_wdl.make_chesseract_wdl(0, "small")
 
 
 def test_missing_tables_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("EINSPACE_SYZYGY", str(tmp_path / "none"))
-    with pytest.raises(TaskError, match="python -m einspace.tasks.chess_wdl --fetch"):
-        chess_wdl.make_chesseract_wdl(0, "small")
+    with pytest.raises(TaskError, match="python -m einspace.tasks.fetch_syzygy --fetch"):
+        chesseract_wdl.make_chesseract_wdl(0, "small")
 
 
+@pytest.mark.slow
 def test_tiny_conv_beats_chance(monkeypatch):
     """Three 3x3 conv layers (no pooling) on 2,400 positions, a few seconds of SGD."""
-    monkeypatch.setitem(chess_wdl.SIZES, "small", (800, 200, 10))
-    data = chess_wdl.make_chesseract_wdl(0, "small")
+    monkeypatch.setitem(chesseract_wdl.SIZES, "small", (800, 200, 10))
+    data = chesseract_wdl.make_chesseract_wdl(0, "small")
     task = TaskData(data.name, data.input_shape, data.task_type,
                     {"train": data.splits["train"],
                      "valid": Split(data.splits["valid"].x, data.splits["valid"].y)},

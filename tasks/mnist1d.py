@@ -27,14 +27,14 @@ split is exactly class balanced.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import SourceDigest
+from .registry import TaskError, TaskSpec, register_task, split_sizes
 
 INSTALL = "pip install mnist1d"
 SOURCE = "mnist1d (procedural generator mnist1d.data.make_dataset)"
@@ -64,10 +64,10 @@ def _import_mnist1d():
 
 def _source_sha256(package) -> str:
     """sha256 over the generator's source files (templates in data.py, warps in transform.py)."""
-    digest = hashlib.sha256()
+    digest = SourceDigest()
     root = Path(package.__file__).parent
     for name in ("data.py", "transform.py"):
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+        digest.add_file(name, root / name)
     return digest.hexdigest()
 
 
@@ -100,12 +100,10 @@ def generate_signals(seed: int, num_samples: int) -> tuple[np.ndarray, np.ndarra
 
 def make_mnist1d(seed: int, size: str = "default") -> TaskData:
     """The MNIST-1D task: x (N, 1, 1, 40) float32, 10 exactly balanced classes."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    counts = split_sizes(SIZES, size)
     if not 0 <= seed < 2 ** 32:
         raise TaskError(f"the mnist1d seed must be in [0, 2**32), got {seed}")
     package, _ = _import_mnist1d()
-    counts = SIZES[size]
     x, y = generate_signals(seed, N_CLASSES * sum(counts))
     chosen: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
     for label in range(N_CLASSES):

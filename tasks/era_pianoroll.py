@@ -52,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, default_root, register_task
+from .provenance import SourceDigest, file_sha256
+from .registry import TaskError, TaskSpec, default_root, register_task, split_sizes
 
 NAME = "era_pianoroll"
 INSTALL = "pip install music21"
@@ -168,7 +169,7 @@ def parse_notes(path: Path) -> np.ndarray:
 
 def cached_notes(path: Path, name: str, cache: Path) -> tuple[np.ndarray, str]:
     """The notes of the file at ``path`` and its sha256, from the cache when the hash matches."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     stored = cache / (name.replace("/", "__") + ".npz")
     if stored.is_file():
         with np.load(stored) as saved:
@@ -208,7 +209,7 @@ def load_pieces(size: str) -> tuple[list[Piece], str, str]:
     window, with the sha256 of their files and the music21 version."""
     corpus, version = corpus_dir()
     cache = cache_dir(version)
-    pieces, digest = [], hashlib.sha256()
+    pieces, digest = [], SourceDigest()
     for label, era in enumerate(ERAS):
         taken = 0
         for work, path in works(era, corpus):
@@ -218,7 +219,7 @@ def load_pieces(size: str) -> tuple[list[Piece], str, str]:
             roll = piano_roll(notes)
             if roll.shape[1] >= WINDOW:
                 pieces.append(Piece(path, label, work, roll))
-                digest.update(f"{path}\0{file_sha}\n".encode())
+                digest.add(path, f"{file_sha}\n".encode())
                 taken += 1
         if taken < 3:
             raise TaskError(f"task {NAME!r}: the music21 {version} corpus has {taken} usable "
@@ -263,13 +264,12 @@ def sample_windows(pieces: list[Piece], members: list[int], n: int, rng: np.rand
 def generate(seed: int, size: str = "default") -> tuple[TaskData, dict]:
     """The task's data plus its provenance: ``pieces`` (every used :class:`Piece`) and, per split,
     ``<split>_windows`` (N, 3) rows of (piece index, offset, shift) -- what the tests check."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    counts = split_sizes(SIZES, size)
     pieces, source_sha, version = load_pieces(size)
     rng = np.random.RandomState(seed)
     members = assign_splits(pieces, rng)
     splits, sources = {}, {"pieces": pieces}
-    for name, n in zip(SPLITS, SIZES[size], strict=True):
+    for name, n in zip(SPLITS, counts, strict=True):
         x, y, where = sample_windows(pieces, members[name], n, rng)
         splits[name] = Split(x, y)
         sources[f"{name}_windows"] = where

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import einspace
-from einspace.tasks import digits
+from einspace.tasks import _digit_canvas as canvas
+from einspace.tasks import addnist_lite, multnist_lite
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.registry import TaskError, get_task
@@ -19,7 +20,9 @@ from einspace.tasks.trainer import train
 pytest.importorskip("sklearn")
 
 TASKS = ("addnist_lite", "multnist_lite")
-MAKERS = {"addnist_lite": digits.make_addnist_lite, "multnist_lite": digits.make_multnist_lite}
+MAKERS = {"addnist_lite": addnist_lite.make_addnist_lite,
+          "multnist_lite": multnist_lite.make_multnist_lite}
+DIGIT_TASKS = {"addnist_lite": addnist_lite.TASK, "multnist_lite": multnist_lite.TASK}
 
 
 def checksum(data: TaskData) -> str:
@@ -41,7 +44,7 @@ def test_deterministic_per_seed(task):
 def test_global_rng_untouched():
     np.random.seed(5)
     before = np.random.get_state()[1].copy()
-    digits.make_addnist_lite(0, "small")
+    addnist_lite.make_addnist_lite(0, "small")
     assert np.array_equal(np.random.get_state()[1], before)
 
 
@@ -53,7 +56,7 @@ def test_shapes_balance_and_range(task):
     assert data.num_classes == k and data.input_shape == (3, 16, 16) == spec.input_shape
     assert data.metadata["n_classes"] == k and data.metadata["codename"] == task
     assert len(data.metadata["source_sha256"]) == 64
-    for name, n in zip(("train", "valid", "test"), digits.SIZES["small"], strict=True):
+    for name, n in zip(("train", "valid", "test"), canvas.SIZES["small"], strict=True):
         split = data.splits[name]
         assert split.x.shape == (n, 3, 16, 16) and split.x.dtype == np.float32
         assert split.y.dtype == np.int64
@@ -65,10 +68,10 @@ def test_shapes_balance_and_range(task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_labels_follow_the_rule_and_digits_are_placed(task):
-    data, sources = digits.generate(task, 2, "small")
-    images, labels, _ = digits.load_source()
+    data, sources = canvas.generate(DIGIT_TASKS[task], 2, "small")
+    images, labels, _ = canvas.load_source()
     scaled = images.astype(np.float32) / 16
-    rule = digits.addition_label if task == "addnist_lite" else digits.multiplication_label
+    rule = DIGIT_TASKS[task].rule
     offsets_seen = set()
     for name in ("train", "valid", "test"):
         split, ids = data.splits[name], sources[f"{name}_instances"]
@@ -86,7 +89,7 @@ def test_labels_follow_the_rule_and_digits_are_placed(task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_digit_instances_disjoint_between_train_and_eval(task):
-    data, sources = digits.generate(task, 4, "small")
+    data, sources = canvas.generate(DIGIT_TASKS[task], 4, "small")
     train_pool, eval_pool = set(sources["train_pool"]), set(sources["eval_pool"])
     assert not train_pool & eval_pool and len(train_pool | eval_pool) == 1797
     assert 0.65 < len(train_pool) / 1797 < 0.75
@@ -94,7 +97,7 @@ def test_digit_instances_disjoint_between_train_and_eval(task):
     for name in ("valid", "test"):
         assert set(sources[f"{name}_instances"].ravel()) <= eval_pool
     # the same at the pixel level: no valid/test channel holds a training digit image
-    images, _, _ = digits.load_source()
+    images, _, _ = canvas.load_source()
     train_images = {(images[i].astype(np.float32) / 16).tobytes() for i in train_pool}
     for name in ("valid", "test"):
         for channel in data.splits[name].x.reshape(-1, 16, 16):
@@ -103,10 +106,10 @@ def test_digit_instances_disjoint_between_train_and_eval(task):
 
 
 def test_triples_cover_the_classes():
-    add = digits.triples_by_class(digits.addition_label, 20)
+    add = canvas.triples_by_class(addnist_lite.addition_label, 20)
     assert sum(len(t) for t in add) == 1000 - 1 - 84  # no (0,0,0); 84 triples sum to 21..27
     assert all((t.sum(1) - 1 == k).all() for k, t in enumerate(add))
-    mult = digits.triples_by_class(digits.multiplication_label, 10)
+    mult = canvas.triples_by_class(multnist_lite.multiplication_label, 10)
     assert sum(len(t) for t in mult) == 1000 and all(len(t) for t in mult)
 
 
@@ -116,20 +119,21 @@ def test_triples_cover_the_classes():
 def test_missing_sklearn_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(TaskError, match="pip install scikit-learn"):
-        digits.make_addnist_lite(0, "small")
+        addnist_lite.make_addnist_lite(0, "small")
     assert get_task("addnist_lite").install == "pip install scikit-learn"
 
 
 def test_default_size_is_fast():
     start = time.perf_counter()
-    data = digits.make_addnist_lite(0, "default")
+    data = addnist_lite.make_addnist_lite(0, "default")
     assert time.perf_counter() - start < 10
     assert [len(data.splits[s]) for s in ("train", "valid", "test")] == [8000, 2000, 2000]
 
 
+@pytest.mark.slow
 def test_tiny_cnn_beats_chance():
     """Two 3x3 conv layers + the global-pool head, 4 epochs (about 5 s on one CPU thread)."""
-    data = digits.make_addnist_lite(0, "default")
+    data = addnist_lite.make_addnist_lite(0, "default")
     layer = "(sequential (routing im2col{} (computation linear{}) col2im) (computation leakyrelu))"
     text = f"(sequential {layer.format('3k1s1p', 16)} {layer.format('3k2s1p', 32)})"
     result = train(lambda: einspace.build(einspace.parse(text), data.input_shape,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import einspace
-from einspace.tasks.darcy import (
+from einspace.tasks.darcy_lite import (
     HIGH,
     INSTALL,
     LOW,
@@ -128,6 +128,7 @@ def test_missing_source_names_the_install_command(monkeypatch):
         make_darcy(0, "small")
 
 
+@pytest.mark.slow
 @needs_source
 def test_default_size_is_fast_and_a_tiny_mlp_beats_the_mean_field():
     began = time.perf_counter()

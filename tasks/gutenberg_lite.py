@@ -25,7 +25,6 @@ chance 17 %).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -35,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import SourceDigest
+from .registry import TaskError, TaskSpec, register_task, split_sizes
 
 NAME = "gutenberg_lite"
 INSTALL = "apt-get install -y fortunes"
@@ -99,11 +99,10 @@ def read_phrases() -> tuple[dict[str, tuple[str, ...]], str]:
 
 @lru_cache(maxsize=2)
 def _read_phrases(directory: Path) -> tuple[dict[str, tuple[str, ...]], str]:
-    digest = hashlib.sha256()
+    digest = SourceDigest()
     texts = {}
     for category in CATEGORIES:
-        raw = (directory / category).read_bytes()
-        digest.update(category.encode() + b"\0" + raw)
+        raw = digest.add_file(category, directory / category)
         texts[category] = raw.decode("utf-8", errors="replace")
     return unique_phrases(texts), digest.hexdigest()
 
@@ -124,8 +123,7 @@ def decode(x: np.ndarray) -> str:
 def build(name: str, by_class: Mapping[str, tuple[str, ...]], seed: int, size: str,
           metadata: dict) -> TaskData:
     """The phrase-disjoint, class-balanced splits of ``by_class`` for ``seed`` and ``size``."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    counts = split_sizes(SIZES, size)
     per_class = SIZES["default"]
     short = {label: len(group) for label, group in by_class.items()
              if len(group) < sum(per_class)}
@@ -138,7 +136,7 @@ def build(name: str, by_class: Mapping[str, tuple[str, ...]], seed: int, size: s
     labels: dict[str, list[int]] = {split: [] for split in chosen}
     for k, group in enumerate(by_class.values()):
         order = rng.permutation(len(group))
-        for s, (split, n) in enumerate(zip(chosen, SIZES[size], strict=True)):
+        for s, (split, n) in enumerate(zip(chosen, counts, strict=True)):
             chosen[split] += [group[i] for i in order[cuts[s]:cuts[s] + n]]
             labels[split] += [k] * n
     splits = {}
@@ -171,11 +169,10 @@ def make_from_texts(files: Mapping[str, str | Path], seed: int = 0,
     headers if you want none of them.  Write the result with
     ``einspace.tasks.unseen_nas.write_unseen_nas`` and load it as ``unseen:/that/dir``.
     """
-    digest = hashlib.sha256()
+    digest = SourceDigest()
     texts = {}
     for label, path in files.items():
-        raw = Path(path).read_bytes()
-        digest.update(label.encode() + b"\0" + raw)
+        raw = digest.add_file(label, path)
         texts[label] = raw.decode("utf-8", errors="replace")
     return build(name, unique_phrases(texts), seed, size, {
         "source_sha256": digest.hexdigest(),

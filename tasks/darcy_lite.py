@@ -27,13 +27,11 @@ after 8 epochs, the same as predicting the train mean); with AdamW it reaches 0.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 
 from .data import REGRESSION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import file_sha256
+from .registry import TaskError, TaskSpec, register_task, split_sizes
 
 NAME = "darcy_lite"
 INSTALL = "pip install scipy"
@@ -101,11 +99,10 @@ def solve_pressure(a: np.ndarray) -> np.ndarray:
 
 def make_darcy(seed: int, size: str = "default") -> TaskData:
     """The ``darcy_lite`` splits for ``seed`` (deterministic; a private RandomState)."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    sizes = split_sizes(SIZES, size)
     _scipy()
     rng = np.random.RandomState(seed)
-    counts = dict(zip(("train", "valid", "test"), SIZES[size], strict=True))
+    counts = dict(zip(("train", "valid", "test"), sizes, strict=True))
     fields: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, n in counts.items():
         a = np.stack([permeability(rng) for _ in range(n)])
@@ -119,7 +116,8 @@ def make_darcy(seed: int, size: str = "default") -> TaskData:
         "codename": NAME, "task_type": REGRESSION, "target_shape": list(shape),
         "target_scale": scale, "permeability_values": [LOW, HIGH],
         "spectrum": f"(4 pi^2 |k|^2 + {TAU:g}^2)^-{ALPHA:g}",
-        "source_sha256": _source_sha256(), "scipy_version": _scipy_version(),
+        # the generator has no data files: the procedure in this module is the source
+        "source_sha256": file_sha256(__file__), "scipy_version": _scipy_version(),
     }
     return TaskData(NAME, shape, REGRESSION, splits, target_shape=shape, metadata=metadata)
 
@@ -128,11 +126,6 @@ def _scipy_version() -> str:
     import scipy
 
     return scipy.__version__
-
-
-def _source_sha256() -> str:
-    """The generator has no data files; hash this module (the procedure is the source)."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 register_task(TaskSpec(

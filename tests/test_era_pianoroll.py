@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from task_checks import checksum
 
-from einspace.tasks import pianoroll
+from einspace.tasks import era_pianoroll
 from einspace.tasks.data import CLASSIFICATION
-from einspace.tasks.pianoroll import (
+from einspace.tasks.era_pianoroll import (
     ERAS,
     INSTALL,
     LABELS,
@@ -179,6 +179,7 @@ def test_unknown_size():
         make_era_pianoroll(0, "huge")
 
 
+@pytest.mark.slow
 @needs_source
 def test_default_size_under_a_minute_cold_and_seconds_from_the_cache():
     """The limit is on CPU seconds: the build is single-threaded, so that is its wall time on an
@@ -201,4 +202,4 @@ def test_default_size_under_a_minute_cold_and_seconds_from_the_cache():
     assert not files["train"] & files["valid"] and not files["train"] & files["test"]
     assert not files["valid"] & files["test"]
     assert [len(files[name]) for name in ("train", "valid", "test")] == [80, 20, 20]
-    assert pianoroll.cache_dir(data.metadata["music21_version"]).is_dir()
+    assert era_pianoroll.cache_dir(data.metadata["music21_version"]).is_dir()

@@ -1,4 +1,7 @@
-"""T1 ``addnist_lite`` / ``multnist_lite``: AddNIST- and MultNIST-style arithmetic on real digits.
+"""The digit canvas T1 ``addnist_lite`` and ``multnist_lite`` share: arithmetic on real digits.
+
+Each task module (``addnist_lite.py``, ``multnist_lite.py``) declares its label rule as a
+:class:`DigitTask`; this module draws the examples, so the two differ only in the rule.
 
 Source: the 1,797 real handwritten 8x8 digits that ship inside scikit-learn
 (``sklearn.datasets.load_digits``), so the task builds offline.  Each example stacks three digits,
@@ -26,14 +29,15 @@ seed gives byte-identical arrays across NumPy versions; no global RNG state is t
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import package_file_sha256
+from .registry import TaskError, TaskSpec, split_sizes
 
 INSTALL = "pip install scikit-learn"
 SOURCE = "scikit-learn (sklearn.datasets.load_digits)"
@@ -47,15 +51,17 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
-def addition_label(r: int, g: int, b: int) -> int | None:
-    """AddNIST's rule: ``r + g + b - 1``, defined for digit sums 1..20 (classes 0..19)."""
-    total = r + g + b
-    return total - 1 if 1 <= total <= 20 else None
+@dataclass(frozen=True)
+class DigitTask:
+    """One arithmetic task on the canvas: its label ``rule`` on the three digit values (None for
+    a triple the task does not use), its classes and what it mirrors."""
 
-
-def multiplication_label(r: int, g: int, b: int) -> int:
-    """MultNIST's rule: ``(r * g * b) mod 10`` (classes 0..9)."""
-    return (r * g * b) % 10
+    name: str
+    rule: Callable[[int, int, int], int | None]
+    n_classes: int
+    mirrors: str
+    label_rule: str
+    description: str
 
 
 def triples_by_class(rule: Callable[[int, int, int], int | None],
@@ -82,16 +88,10 @@ def load_source() -> tuple[np.ndarray, np.ndarray, dict]:
     digits = load_digits()
     images = np.asarray(digits.images).astype(np.uint8)
     labels = np.asarray(digits.target).astype(np.int64)
-    provenance = {"source_sha256": _source_sha256(), "sklearn_version": sklearn.__version__}
+    # sha256 of the file load_digits reads
+    source_sha = package_file_sha256("sklearn.datasets.data", "digits.csv.gz")
+    provenance = {"source_sha256": source_sha, "sklearn_version": sklearn.__version__}
     return images, labels, provenance
-
-
-def _source_sha256() -> str:
-    """sha256 of ``digits.csv.gz`` in the installed scikit-learn (the file load_digits reads)."""
-    from importlib import resources
-
-    data = (resources.files("sklearn.datasets.data") / "digits.csv.gz").read_bytes()
-    return hashlib.sha256(data).hexdigest()
 
 
 def split_instances(labels: np.ndarray,
@@ -137,80 +137,45 @@ def _make_split(n: int, triples: list[np.ndarray], images: np.ndarray, labels: n
     return x[order], y[order], instances[order], offsets[order]
 
 
-def generate(task: str, seed: int, size: str) -> tuple[TaskData, dict[str, np.ndarray]]:
+def generate(task: DigitTask, seed: int, size: str) -> tuple[TaskData, dict[str, np.ndarray]]:
     """The task's data plus its provenance: ``pools`` (train / eval instance ids) and, per split,
     the sklearn instance id of every channel (``<split>_instances``, (N, 3)) -- what the tests use
     to check that no training digit reaches valid or test."""
-    if task not in _TASKS:
-        raise TaskError(f"unknown digits task {task!r}; known: {', '.join(_TASKS)}")
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    rule, n_classes, codename, mirrors = _TASKS[task]
+    counts = split_sizes(SIZES, size)
     images, labels, provenance = load_source()
     rng = np.random.RandomState(seed)
     train_pool, eval_pool = split_instances(labels, rng)
-    triples = triples_by_class(rule, n_classes)
+    triples = triples_by_class(task.rule, task.n_classes)
     splits, sources = {}, {"train_pool": train_pool, "eval_pool": eval_pool}
-    for name, n in zip(("train", "valid", "test"), SIZES[size], strict=True):
+    for name, n in zip(("train", "valid", "test"), counts, strict=True):
         pool = train_pool if name == "train" else eval_pool
         x, y, instances, _ = _make_split(n, triples, images, labels, pool, rng)
         splits[name] = Split(x, y)
         sources[f"{name}_instances"] = instances
     metadata = {
-        "codename": codename, "task_type": CLASSIFICATION, "n_classes": n_classes,
-        "input_shape": list(INPUT_SHAPE), "mirrors": mirrors, "rendering": "placed",
-        "label_rule": "r + g + b - 1" if task == "addnist_lite" else "(r * g * b) mod 10",
+        "codename": task.name, "task_type": CLASSIFICATION, "n_classes": task.n_classes,
+        "input_shape": list(INPUT_SHAPE), "mirrors": task.mirrors, "rendering": "placed",
+        "label_rule": task.label_rule,
         "pixel_range": [0.0, 1.0], "train_pool_size": int(len(train_pool)),
         "eval_pool_size": int(len(eval_pool)), **provenance,
     }
-    data = TaskData(task, INPUT_SHAPE, CLASSIFICATION, splits, num_classes=n_classes,
+    data = TaskData(task.name, INPUT_SHAPE, CLASSIFICATION, splits, num_classes=task.n_classes,
                     metadata=metadata)
     return data, sources
 
 
-def make_addnist_lite(seed: int, size: str = "default") -> TaskData:
-    """AddNIST-style task on placed scikit-learn digits: 3x16x16, 20 classes."""
-    return generate("addnist_lite", seed, size)[0]
-
-
-def make_multnist_lite(seed: int, size: str = "default") -> TaskData:
-    """MultNIST-style task on placed scikit-learn digits: 3x16x16, 10 classes."""
-    return generate("multnist_lite", seed, size)[0]
-
-
-_TASKS: dict[str, tuple[Callable[[int, int, int], int | None], int, str, str]] = {
-    "addnist_lite": (addition_label, 20, "addnist_lite", "AddNIST"),
-    "multnist_lite": (multiplication_label, 10, "multnist_lite", "MultNIST"),
-}
-
-register_task(TaskSpec(
-    name="addnist_lite",
-    description=("AddNIST-style: three real scikit-learn 8x8 digits, one per channel, each at a "
-                 "random offset in a 16x16 canvas; label = r + g + b - 1 (20 classes). Train and "
-                 "valid/test use disjoint digit instances."),
-    mirrors="AddNIST (Unseen NAS)",
-    input_shape=INPUT_SHAPE,
-    task_type=CLASSIFICATION,
-    metric="accuracy",
-    source=SOURCE,
-    install=INSTALL,
-    version="1",
-    generator=make_addnist_lite,
-    num_classes=20,
-))
-
-register_task(TaskSpec(
-    name="multnist_lite",
-    description=("MultNIST-style: three real scikit-learn 8x8 digits, one per channel, each at a "
-                 "random offset in a 16x16 canvas; label = (r * g * b) mod 10 (10 classes). Train "
-                 "and valid/test use disjoint digit instances."),
-    mirrors="MultNIST (Unseen NAS)",
-    input_shape=INPUT_SHAPE,
-    task_type=CLASSIFICATION,
-    metric="accuracy",
-    source=SOURCE,
-    install=INSTALL,
-    version="1",
-    generator=make_multnist_lite,
-    num_classes=10,
-))
+def task_spec(task: DigitTask, generator: Callable[[int, str], TaskData]) -> TaskSpec:
+    """The registry entry of a digit task: everything but its rule is the canvas's."""
+    return TaskSpec(
+        name=task.name,
+        description=task.description,
+        mirrors=f"{task.mirrors} (Unseen NAS)",
+        input_shape=INPUT_SHAPE,
+        task_type=CLASSIFICATION,
+        metric="accuracy",
+        source=SOURCE,
+        install=INSTALL,
+        version="1",
+        generator=generator,
+        num_classes=task.n_classes,
+    )

@@ -20,7 +20,6 @@ convolutions).  ``pyspellchecker`` has nine Latin-script languages, so there are
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import re
 from functools import lru_cache
@@ -29,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import SourceDigest
+from .registry import TaskError, TaskSpec, register_task, split_sizes
 
 NAME = "language_lite"
 INSTALL = "pip install pyspellchecker"
@@ -71,11 +71,10 @@ def read_vocabularies() -> tuple[dict[str, tuple[str, ...]], str]:
 
 @lru_cache(maxsize=2)
 def _read_vocabularies(directory: Path) -> tuple[dict[str, tuple[str, ...]], str]:
-    digest = hashlib.sha256()
+    digest = SourceDigest()
     candidates: dict[str, set[str]] = {}
     for code in LANGUAGES:
-        raw = (directory / f"{code}.json.gz").read_bytes()
-        digest.update(code.encode() + b"\0" + raw)
+        raw = digest.add_file(code, directory / f"{code}.json.gz")
         words = json.loads(gzip.decompress(raw).decode("utf-8"))
         candidates[code] = {w for w in words if _WORD.match(w)}
     seen: dict[str, int] = {}
@@ -137,12 +136,10 @@ def decode(x: np.ndarray) -> list[str]:
 
 def make_language(seed: int, size: str = "default") -> TaskData:
     """The ``language_lite`` splits for ``seed`` (deterministic; a private RandomState)."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    n_train, n_valid, n_test = split_sizes(SIZES, size)
     vocab, source_sha = read_vocabularies()
     rng = np.random.RandomState(seed)
     train_words, eval_words = split_vocabularies(vocab, rng)
-    n_train, n_valid, n_test = SIZES[size]
     splits = {}
     for name, words, n in (("train", train_words, n_train), ("valid", eval_words, n_valid),
                            ("test", eval_words, n_test)):

@@ -13,7 +13,7 @@ from task_checks import checksum
 
 import einspace
 from einspace.tasks.data import CLASSIFICATION
-from einspace.tasks.language import (
+from einspace.tasks.language_lite import (
     ALPHABET,
     INSTALL,
     LANGUAGES,
@@ -112,6 +112,7 @@ def test_missing_source_names_the_install_command(monkeypatch):
         make_language(0, "small")
 
 
+@pytest.mark.slow
 @needs_source
 def test_default_size_is_fast_and_a_tiny_mlp_beats_chance():
     began = time.perf_counter()

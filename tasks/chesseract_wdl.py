@@ -9,7 +9,7 @@ and pooling-heavy CNNs (research digest §4.2: 88.8 % vs 73.8 % vs 61.0 %).
 
 The package and the tables are GPL; they are used at run time only and nothing derived from them is
 part of this repository.  The tables live in ``$EINSPACE_SYZYGY`` or ``~/.cache/einspace/syzygy``;
-``python -m einspace.tasks.chess_wdl --fetch [DIR]`` (or :func:`fetch_syzygy_tables`) downloads
+``python -m einspace.tasks.fetch_syzygy --fetch [DIR]`` (or :func:`fetch_syzygy_tables`) downloads
 the sdist with pip and extracts them there.
 
 Positions: a material signature is drawn uniformly from :data:`SIGNATURES` (white's pieces first),
@@ -36,7 +36,6 @@ mirrored/rotated twins land in the same split, and no key occurs twice in the wh
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -50,12 +49,13 @@ from pathlib import Path
 import numpy as np
 
 from .data import CLASSIFICATION, Split, TaskData
-from .registry import TaskError, TaskSpec, register_task
+from .provenance import SourceDigest
+from .registry import TaskError, TaskSpec, register_task, split_sizes
 
 NAME = "chesseract_wdl"
 CHESS_VERSION = "1.11.2"
 INSTALL = f"pip install chess=={CHESS_VERSION}"
-FETCH = "python -m einspace.tasks.chess_wdl --fetch"
+FETCH = "python -m einspace.tasks.fetch_syzygy --fetch"
 ENV = "EINSPACE_SYZYGY"
 # White's pieces then black's; colours are swapped at random, so each also appears reversed.
 SIGNATURES = ("KQvKR", "KRvKP", "KPvKP", "KQvKP", "KRvKN", "KRvKB", "KPPvK", "KBNvK", "KRvKR",
@@ -180,15 +180,13 @@ def _split_of(seed: int, key: str, counts: tuple[int, int, int]) -> int:
 def make_chesseract_wdl(seed: int, size: str = "default",
                         table_dir: str | Path | None = None) -> TaskData:
     """The task's splits, exactly class balanced and disjoint up to board symmetry."""
-    if size not in SIZES:
-        raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    counts = split_sizes(SIZES, size)
     chess = _import_chess()
     directory = Path(table_dir) if table_dir else default_table_dir()
     tables = _tables(directory)
-    source = hashlib.sha256()
+    source = SourceDigest()
     for path in tables:
-        source.update(path.name.encode() + b"\0" + path.read_bytes())
-    counts = SIZES[size]
+        source.add_file(path.name, path)
     rng = np.random.RandomState(seed)
     kept: list[list[list[np.ndarray]]] = [[[] for _ in range(N_CLASSES)] for _ in SPLITS]
     seen: set[str] = set()
@@ -239,23 +237,4 @@ SPEC = TaskSpec(
     generator=make_chesseract_wdl,
     num_classes=N_CLASSES,
 )
-if __name__ != "__main__":  # `python -m` runs a second copy; the package import registered it
-    register_task(SPEC)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m einspace.tasks.chess_wdl",
-                                     description="Fetch the Syzygy tables the task needs.")
-    parser.add_argument("--fetch", nargs="?", const="", metavar="DIR",
-                        help=f"download into DIR (default ${ENV} or ~/.cache/einspace/syzygy)")
-    parser.add_argument("--sdist", help="use this local chess-*.tar.gz instead of pip download")
-    args = parser.parse_args(argv)
-    if args.fetch is None:
-        parser.print_help()
-        return 2
-    print(fetch_syzygy_tables(args.fetch or None, args.sdist))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+register_task(SPEC)
