@@ -40,8 +40,7 @@ from einspace.search.screening import ScreeningOptions, screening_batch
 from einspace.search.screening.features import FeatureSpace
 from einspace.search.screening.surrogate import SURROGATES, Surrogate
 from einspace.search.store import open_run_store
-from einspace.tasks import builtin  # noqa: F401  (registers the built-in tasks)
-from einspace.tasks.registry import load_task, task_recipe
+from einspace.tasks import resolve_task
 
 SCREENING_SHARE_LIMIT = 0.05
 FOLDS = 5
@@ -54,11 +53,11 @@ def load_run(run_dir: Path):
     the optimiser steps each trial trained (epochs x full batches, as the trainer counts)."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     task = config["task"]
-    data = load_task(task["name"], task.get("root"), task.get("seed", 0),
-                     task.get("size", "default"))
+    handle = resolve_task(task["name"])
+    data = handle.load(task.get("seed", 0), task.get("size", "default"), task.get("root"))
     trials = [t for t in open_run_store(run_dir, config["search"].get("storage")).latest()
               if t.status == "ok" and t.score is not None and math.isfinite(t.score)]
-    recipe = task_recipe(task["name"], config.get("training"))
+    recipe = handle.recipe(config.get("training"))
     steps = recipe.epochs * max(1, len(data.split("train")) // recipe.batch_size)
     return data, trials, steps, recipe.batch_size
 
