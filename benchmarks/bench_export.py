@@ -41,7 +41,7 @@ def architectures(samples: int) -> list[tuple[str, tuple[int, ...], einspace.Der
         for seed in range(count):
             shape = SHAPES[seed % len(SHAPES)]
             cases.append((f"{terminal_set}-{seed}", shape,
-                          sampler.sample(shape, random.Random(seed))))
+                          sampler.sample(shape, random.Random(seed)).derivation))
     return cases
 
 

@@ -53,6 +53,8 @@ from dataclasses import dataclass
 
 import torch
 
+from einspace.tasks.status import Status
+
 EPOCHS = 8
 GiB = 1 << 30
 
@@ -299,7 +301,7 @@ def _epoch_times(pool: Pool, budget: Budget, report: Report, precision: str, rou
         for _, kind, payload in pool.collect({0}, ("done", "failed"), budget, budget.left()):
             if kind == "failed":
                 print(f"  epoch run failed: {payload}", flush=True)
-            elif kind == "done" and payload["status"] != "ok":
+            elif kind == "done" and payload["status"] != Status.OK:
                 print(f"  epoch run {payload['status']}: {payload['reason']}", flush=True)
             elif kind == "done" and _steady(payload) is not None:
                 times[handwritten].extend(payload["epochs"][1:])

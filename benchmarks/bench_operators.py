@@ -105,8 +105,8 @@ def main() -> None:
     torch.set_num_threads(1)
     shape, n = args.shape, args.pairs
     sampler = einspace.Sampler()
-    first = [sampler.sample(shape, random.Random(i)) for i in range(n)]
-    second = [sampler.sample(shape, random.Random(1000 + i)) for i in range(n)]
+    first = [sampler.sample(shape, random.Random(i)).derivation for i in range(n)]
+    second = [sampler.sample(shape, random.Random(1000 + i)).derivation for i in range(n)]
     resnet = einspace.load_seed("resnet18")
     seeds = {name: einspace.load_seed(name) for name in einspace.seed_names()}
     print(f"input {shape}, {n} pairs, default budget")
@@ -114,7 +114,7 @@ def main() -> None:
     crossover_row("resnet18 x random", [(resnet, b) for b in second], shape, sampler)
     crossover_row("seeds (ordered)", list(itertools.permutations(seeds.values(), 2)), shape,
                   sampler)
-    distance_rate([sampler.sample(shape, random.Random(10_000 + i))
+    distance_rate([sampler.sample(shape, random.Random(10_000 + i)).derivation
                    for i in range(2 * args.distances)])
     for name, seed in seeds.items():
         start = time.perf_counter()

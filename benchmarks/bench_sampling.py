@@ -105,7 +105,7 @@ def bench_shape(shape, args, sampler: einspace.Sampler) -> None:
     while time.perf_counter() - start < args.seconds:
         t0 = time.perf_counter()
         try:
-            d = sampler.sample(shape, rng)
+            d = sampler.sample(shape, rng).derivation
         except EinspaceError:
             errors += 1
             continue

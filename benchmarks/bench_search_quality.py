@@ -42,6 +42,7 @@ from einspace.search.store import open_run_store
 from einspace.search.trial import trial_seed
 from einspace.tasks.baseline import run_baseline
 from einspace.tasks.handle import resolve_task
+from einspace.tasks.status import Status
 
 
 def caps(task: str, size: str, factor: float) -> dict:
@@ -79,7 +80,7 @@ def search(task: str, strategy: str, args, budget: dict, out: Path) -> dict:
            "best_index": summary.best_index, "valid": summary.best_score,
            "test": final.get("test_score"), "seconds": seconds, "run": str(run)}
     if strategy == "evolution" and trials and trials[0].origin.startswith("seed:"):
-        row["seed_valid"] = trials[0].score if trials[0].status == "ok" else None
+        row["seed_valid"] = trials[0].score if trials[0].status == Status.OK else None
         row["best_is_seed"] = summary.best_index == 0
     print(f"  {strategy:9s} {summary.trials} trials ({summary.failed} failed), best valid "
           f"{fmt(row['valid'])} (trial {summary.best_index}), test {fmt(row['test'])}, "

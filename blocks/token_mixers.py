@@ -15,7 +15,7 @@
 
 All act on tokens (``col`` mode, (N, D)) except axial attention (``im`` mode, (C, H, W), channels as
 features).  Every product is a ``torch.matmul``, a linear layer or
-``F.scaled_dot_product_attention``, so ``einspace.measure.flop_counter()`` counts exactly what
+``F.scaled_dot_product_attention``, so the tests' ``flop_counter()`` (tests/flops.py) counts what
 ``flops`` declares (a plain ``FlopCounterMode`` counts the fused CPU attention kernel as 0; the
 CRATE terminals, used by the ``crate`` seed, use ``torch.matmul`` only).
 """
@@ -73,7 +73,7 @@ class MSSAModule(nn.Module):
     query, key and value; per head softmax(w_h w_hᵀ / sqrt(d_h)) w_h; heads concatenated and
     projected by a linear layer with bias (CRATE ``Attention``: ``qkv`` then ``to_out``).
     Written with ``torch.matmul`` as in the reference (a plain ``FlopCounterMode`` counts it; it
-    counts the fused CPU attention kernel as 0, see ``einspace.measure``)."""
+    counts the fused CPU attention kernel as 0, see tests/flops.py)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 from .errors import ConfigError, EinspaceError, GrammarError, ParseError, SamplingError, ShapeError
 
 if TYPE_CHECKING:
-    from .analysis import Annotation, Cost, annotate
+    from .analysis import Annotation, annotate
     from .canonical_form import canonical, canonical_hash
     from .compiler import build
     from .config import SpaceConfig, load_space_config
+    from .cost import Cost
     from .derivation import Derivation
     from .grammar import Grammar, load_grammar
     from .recombination import Crossover
@@ -47,7 +48,7 @@ __all__ = [
 
 #: Public name -> the submodule that defines it.
 _LAZY = {
-    "Annotation": "analysis", "Cost": "analysis", "annotate": "analysis",
+    "Annotation": "analysis", "Cost": "cost", "annotate": "analysis",
     "canonical": "canonical_form", "canonical_hash": "canonical_form",
     "build": "compiler",
     "SpaceConfig": "config", "load_space_config": "config",
@@ -100,7 +101,7 @@ def _rng(seed) -> random.Random:
 
 def sample(input_shape, seed=None, *, sampler: Sampler | None = None) -> Derivation:
     """Draw one architecture for ``input_shape`` (C,H,W or N,D; no batch dim)."""
-    return _sampler(sampler).sample(input_shape, _rng(seed))
+    return _sampler(sampler).sample(input_shape, _rng(seed)).derivation
 
 
 def mutate(derivation: Derivation, input_shape, seed=None, *,

@@ -32,6 +32,7 @@ from einspace.blocks.registry import Kind, UnknownTerminalError, get
 from einspace.blocks.routing import Col2Im, Identity, Im2Col, Permute
 
 from .derivation import Child, Derivation
+from .walker import Walker
 
 IDENTITY = Derivation("computation", ("identity",))
 
@@ -53,15 +54,29 @@ def clear_cache() -> None:
 
 @lru_cache(maxsize=4096)
 def _canonical(node: Derivation) -> Derivation:
-    if node.label == "sequential":
+    return _REWRITER.walk(node)
+
+
+class _Rewriter(Walker):
+    """The rules per production; one without rules of its own keeps its terminals and gets
+    canonical inner modules."""
+
+    def sequential(self, node: Derivation) -> Derivation:
         return _sequence([_canonical(c) for c in node.children])
-    if node.label == "routing":
+
+    def routing(self, node: Derivation) -> Derivation:
         pre, inner, post = node.children
         return _routing(pre, _canonical(inner), post)
-    if node.label == "branching":
-        return Derivation(node.label, tuple(c if isinstance(c, str) else _canonical(c)
-                                            for c in node.children))
-    return node
+
+    def computation(self, node: Derivation) -> Derivation:
+        return node
+
+    def default(self, label: str, node: Derivation) -> Derivation:
+        return Derivation(label, tuple(c if isinstance(c, str) else _canonical(c)
+                                       for c in node.children))
+
+
+_REWRITER = _Rewriter()
 
 
 def _routing(pre: str, inner: Derivation, post: str) -> Derivation:

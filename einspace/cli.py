@@ -34,17 +34,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def input_shape(text: str) -> tuple[int, ...]:
-    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28)."""
+    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28); the sizes are checked by the one check every
+    input shape passes (``einspace.analysis.check_input_shape``)."""
+    from .analysis import check_input_shape
+    from .errors import ShapeError
+
     parts = text.replace("x", ",").replace("×", ",").split(",")
     try:
         dims = tuple(int(p) for p in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a shape; write C,H,W (e.g. 3,28,28) or N,D") from None
-    if len(dims) not in (2, 3) or min(dims) < 1:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a shape is C,H,W or N,D with positive sizes (no batch dim)")
-    return dims
+    try:
+        return check_input_shape(dims)
+    except ShapeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_int(text: str) -> int:
@@ -89,7 +93,6 @@ def load_arch(spec: str):
 
 
 def cmd_sample(args) -> None:
-    from .analysis import annotate
     from .config import load_space_config
     from .inspect import human, shape_str
 
@@ -97,8 +100,8 @@ def cmd_sample(args) -> None:
     sampler = space.sampler()
     for i in range(args.n):
         seed = args.seed + i
-        derivation = sampler.sample(args.input_shape, random.Random(seed))
-        info = _describe(annotate(derivation, args.input_shape), args.num_classes)
+        sampled = sampler.sample(args.input_shape, random.Random(seed))
+        info = _describe(sampled.annotation, args.num_classes)
         info["seed"] = seed
         if args.json:
             print(json.dumps(info))
@@ -278,6 +281,7 @@ def cmd_tasks_baseline(args) -> None:
     A run that fails to train is recorded, then reported as an error."""
     from einspace.tasks.baseline import append_record, run_baseline
     from einspace.tasks.handle import resolve_task
+    from einspace.tasks.status import Status
 
     from .seeds import seed_names
 
@@ -302,7 +306,7 @@ def cmd_tasks_baseline(args) -> None:
         out = append_record(record, args.out)
     except OSError as e:
         raise EinspaceError(f"cannot write results file {args.out}: {e.strerror}") from None
-    if record["status"] == "failed":
+    if record["status"] == Status.FAILED:
         raise EinspaceError(f"{args.arch} failed to train on {args.name}: {record['reason']} "
                             f"(recorded in {out})")
     if args.json:

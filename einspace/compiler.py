@@ -29,6 +29,7 @@ from .analysis import Annotation, annotate
 from .derivation import Derivation
 from .heads import check_target, make_head
 from .modules import Attention, Branching, MultiHeadAttention, Network, Residual
+from .walker import Walker
 
 TRANSPOSE_LAST_TWO = {"permute21": 2, "permute132": 3}
 
@@ -60,7 +61,7 @@ def build_traced(derivation: Derivation, input_shape, num_classes: int | None = 
     return network, origins
 
 
-class Compiler:
+class Compiler(Walker):
     """Builds modules for one annotated derivation; ``lower=False`` keeps the literal ops."""
 
     def __init__(self, annotation: Annotation, lower: bool = True):
@@ -88,19 +89,23 @@ class Compiler:
                 lowered = rule(node, path)
                 if lowered is not None:
                     return lowered
-        label = node.label
-        if label == "computation":
-            return self.terminal(Kind.COMPUTATION, path + (0,))
-        if label == "sequential":
-            return _chain([self.module(node.children[0], path + (0,)),
-                           self.module(node.children[1], path + (1,))])
-        if label == "routing":
-            return _chain([self.terminal(Kind.PREROUTING, path + (0,)),
-                           self.module(node.children[1], path + (1,)),
-                           self.terminal(Kind.POSTROUTING, path + (2,))])
-        return self._branching(node, path)
+        return self.walk(node, path)
 
-    def _branching(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+    # -- one rule per production ------------------------------------------------------
+
+    def computation(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+        return self.terminal(Kind.COMPUTATION, path + (0,))
+
+    def sequential(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+        return _chain([self.module(node.children[0], path + (0,)),
+                       self.module(node.children[1], path + (1,))])
+
+    def routing(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
+        return _chain([self.terminal(Kind.PREROUTING, path + (0,)),
+                       self.module(node.children[1], path + (1,)),
+                       self.terminal(Kind.POSTROUTING, path + (2,))])
+
+    def branching(self, node: Derivation, path: tuple[int, ...]) -> nn.Module:
         children = node.children
         splitter = get(Kind.BRANCHING, children[0])
         inner_nodes = children[1:-1]

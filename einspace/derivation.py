@@ -1,7 +1,8 @@
 """Derivation trees: immutable, with one canonical bracketed text form and a content hash.
 
-A node is a production (``sequential``, ``branching``, ``routing``, ``computation``) whose children
-are nodes or terminal names (plain strings).  The text form is what ``nltk.Tree`` reads and writes,
+A node is a production (``sequential``, ``branching``, ``routing``, ``computation``: see
+:mod:`einspace.productions`) whose children are nodes or terminal names (plain strings).  The
+text form is what ``nltk.Tree`` reads and writes,
 e.g. ``(sequential (routing im2col3k1s1p (computation linear64) col2im) (computation norm))``.
 Shapes are not part of a derivation; they are annotations computed for a given input shape.
 """
@@ -12,7 +13,6 @@ import hashlib
 from typing import Iterator, Union
 
 Child = Union["Derivation", str]
-PRODUCTIONS = ("sequential", "branching", "routing", "computation")
 
 
 class Derivation:

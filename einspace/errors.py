@@ -34,3 +34,7 @@ class SamplingError(EinspaceError):
 def format_path(path: tuple[int, ...]) -> str:
     """Human-readable node address: ``/`` for the root, ``/1/0`` for child 0 of child 1."""
     return "/" + "/".join(map(str, path))
+
+
+class NoRuleError(EinspaceError):
+    """A walker met a production it has no rule for (a production added without one)."""

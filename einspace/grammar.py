@@ -21,17 +21,11 @@ from nltk.grammar import Nonterminal, ProbabilisticProduction
 from einspace.blocks.registry import Kind, UnknownTerminalError, get
 from einspace.blocks.registry import terminals as registered
 
-from .derivation import PRODUCTIONS
 from .errors import GrammarError
+from .productions import MODULE, is_production, production
+from .productions import names as production_names
 
 DEFAULT_GRAMMAR = "einspace"
-
-# Slot kind of each terminal category position, per production: (first, last) symbol kinds.
-_EDGE_KINDS = {
-    "routing": (Kind.PREROUTING, Kind.POSTROUTING),
-    "branching": (Kind.BRANCHING, Kind.AGGREGATION),
-    "computation": (Kind.COMPUTATION, Kind.COMPUTATION),
-}
 
 
 @dataclass(frozen=True)
@@ -144,10 +138,6 @@ def _apply_terminal_set(pcfg: nltk.PCFG, terminal_set, add: dict, disable: list)
         names = add.setdefault(t.category, [])
         if t.name not in names:
             names.append(t.name)
-
-
-def _rhs_key(prod: ProbabilisticProduction) -> str:
-    return " ".join(str(s) for s in prod.rhs())
 
 
 def _override(pcfg: nltk.PCFG, source: str, probabilities: dict, disable: list[str],
@@ -271,16 +261,17 @@ def compile_grammar(pcfg: nltk.PCFG, source: str) -> Grammar:
         return isinstance(s, Nonterminal)
 
     for lhs, alts in rules.items():
-        if lhs in PRODUCTIONS:
+        if is_production(lhs):
             continue
         if all(len(rhs) == 1 and is_nt(rhs[0]) for rhs, _ in alts):
             grammar.choices[lhs] = [(str(rhs[0]), p) for rhs, p in alts]
         elif all(len(rhs) == 1 and not is_nt(rhs[0]) for rhs, _ in alts):
             grammar.categories[lhs] = [(rhs[0], p) for rhs, p in alts]
         else:
-            raise GrammarError(f"{source}: {lhs!r} mixes terminals and nonterminals; a nonterminal "
-                               f"must be a production ({', '.join(PRODUCTIONS)}), a choice of "
-                               f"single nonterminals, or a category of single terminals")
+            raise GrammarError(f"{source}: {lhs!r} mixes terminals and nonterminals; a "
+                               f"nonterminal must be a production "
+                               f"({', '.join(production_names())}), a choice of single "
+                               f"nonterminals, or a category of single terminals")
     for symbol, targets in grammar.choices.items():
         for target, _ in targets:
             if target not in rules:
@@ -292,7 +283,7 @@ def compile_grammar(pcfg: nltk.PCFG, source: str) -> Grammar:
         raise GrammarError(f"{source}: the start symbol {grammar.start!r} must be a choice of "
                            f"productions")
     modules: set[str] = set()
-    for label in PRODUCTIONS:
+    for label in production_names():
         for rhs, p in rules.get(label, []):
             symbols = tuple(str(s) for s in rhs)
             _check_alternative(grammar, label, symbols, source)
@@ -326,32 +317,36 @@ def _check_alternative(grammar: Grammar, label: str, symbols: tuple[str, ...], s
         if symbol not in grammar.choices:
             fail(f"{symbol!r} must be a choice of productions (a module slot)")
 
-    if label == "sequential":
-        if len(symbols) != 2:
-            fail("sequential takes exactly two modules")
-        module(symbols[0])
-        module(symbols[1])
-        return
-    first, last = _EDGE_KINDS[label]
-    if label == "computation":
-        if len(symbols) != 1:
-            fail("computation takes exactly one category of computation terminals")
-        category(symbols[0], first)
-        return
-    if len(symbols) < 3:
-        fail(f"{label} needs a {first.value} category, module(s) and a {last.value} category")
-    category(symbols[0], first)
-    category(symbols[-1], last)
-    for s in symbols[1:-1]:
-        module(s)
-    if label == "routing" and len(symbols) != 3:
-        fail("routing takes exactly one inner module")
-    if label == "branching":
-        for name, _ in grammar.categories[symbols[0]]:
-            inner = get(Kind.BRANCHING, name).inner_modules
-            if inner != len(symbols) - 2:
-                fail(f"branching terminal {name!r} holds {inner} inner module(s), this "
-                     f"alternative has {len(symbols) - 2}")
+    rule = production(label)
+    if not symbols:
+        fail(f"{label} needs at least one symbol")
+    if rule.arity_from_head:
+        category(symbols[0], rule.first)
+        heads = [name for name, _ in grammar.categories[symbols[0]]]
+    else:
+        heads = [None]
+    for head in heads:
+        slots = rule.slots(head)
+        if len(slots) != len(symbols):
+            whose = f"with {rule.first.value} terminal {head!r} " if head else ""
+            fail(f"{label} {whose}takes {_in_words(len(slots))} symbols "
+                 f"({', '.join(_slot_name(s) for s in slots)}), this alternative has "
+                 f"{len(symbols)}")
+        for symbol, slot in zip(symbols, slots, strict=True):
+            if slot == MODULE:
+                module(symbol)
+            else:
+                category(symbol, slot)
+
+
+def _slot_name(slot) -> str:
+    return "a module" if slot == MODULE else f"a {slot.value} category"
+
+
+def _in_words(n: int) -> str:
+    """Small counts spelled out, as a person writing the message would."""
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[n] if n < len(words) else str(n)
 
 
 def _flatten(grammar: Grammar, symbols: tuple[str, ...], p: float) -> list[Option]:
@@ -373,7 +368,7 @@ def _minimum_sizes(grammar: Grammar, rules: dict) -> None:
         for symbol, alts in rules.items():
             if symbol in grammar.categories:
                 continue
-            own = 1 if symbol in PRODUCTIONS else 0
+            own = 1 if is_production(symbol) else 0
             best_d = min(own + max((depth[str(s)] for s in rhs), default=0) for rhs, _ in alts)
             best_n = min(own + sum(nodes[str(s)] for s in rhs) for rhs, _ in alts)
             if best_d < depth[symbol] or best_n < nodes[symbol]:

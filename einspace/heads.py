@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from einspace.blocks.registry import Shape, mode_of
 
-from .analysis import Cost
+from .cost import Cost
 from .errors import ShapeError
 
 

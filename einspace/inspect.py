@@ -7,6 +7,7 @@ vertices, as they are separate modules) and one edge per tensor, labelled with i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
@@ -16,6 +17,8 @@ from einspace.blocks.registry import mode_of
 from .analysis import Annotation
 from .derivation import Derivation
 from .errors import EinspaceError
+from .productions import MODULE, production
+from .walker import Walker
 
 
 def human(n: float) -> str:
@@ -63,26 +66,49 @@ def render_tree(annotation: Annotation,
     return "\n".join([header] + lines)
 
 
+@dataclass(frozen=True)
+class TreeEntry:
+    """How the text tree and the tree picture show one derivation node: its label, its kind
+    (``module``, ``computation`` or a terminal kind) and the child positions shown under it."""
+
+    label: str
+    kind: str
+    children: tuple[int, ...] = ()
+
+
+class _TreeEntries(Walker):
+    """A computation node and its terminal are one entry (the terminal's name), which takes a
+    third of the entries off a typical tree; any other production shows its label over its
+    children, with "×k" when its parent builds it k times."""
+
+    def computation(self, node: Derivation, annotation: Annotation, path) -> TreeEntry:
+        return TreeEntry(node.children[0], "computation")
+
+    def default(self, label: str, node: Derivation, annotation: Annotation, path) -> TreeEntry:
+        info = annotation[path]
+        parent = annotation.nodes.get(path[:-1]) if path else None
+        copies = info.repeat // parent.repeat if parent is not None else 1
+        return TreeEntry(label + (f" ×{copies}" if copies > 1 else ""), "module",
+                         tuple(range(len(node.children))))
+
+
+def tree_entry(annotation: Annotation, path: tuple[int, ...]) -> TreeEntry:
+    """The entry of the node at ``path`` (a terminal is shown as its kind and name)."""
+    info = annotation[path]
+    if isinstance(info.node, Derivation):
+        return _TreeEntries().walk(info.node, annotation, path)
+    return TreeEntry(info.node, info.slot.value)
+
+
 def _rows(annotation: Annotation, path, prefix: str, child_prefix: str, rows: list) -> None:
     info = annotation[path]
-    node = info.node
-    children: list[int] = []
-    if not isinstance(node, Derivation):
-        label = f"{info.slot.value} {node}"
-    elif node.label == "computation":
-        label = f"computation {node.children[0]}"
-    else:
-        label = node.label
-        children = list(range(len(node.children)))
-    parent = annotation.nodes.get(path[:-1]) if path else None
-    copies = info.repeat // parent.repeat if parent is not None else 1
-    if copies > 1 and isinstance(node, Derivation):
-        label += f" ×{copies}"
+    entry = tree_entry(annotation, path)
+    label = entry.label if entry.kind == "module" else f"{entry.kind} {entry.label}"
     out = info.output if info.output is not None else ()
     rows.append((path, prefix + label, f"{shape_str(info.input)} → {shape_str(out)}",
                  human(info.cost.params), human(info.cost.flops)))
-    for n, i in enumerate(children):
-        last = n == len(children) - 1
+    for n, i in enumerate(entry.children):
+        last = n == len(entry.children) - 1
         _rows(annotation, path + (i,), child_prefix + ("└─ " if last else "├─ "),
               child_prefix + ("   " if last else "│  "), rows)
 
@@ -107,7 +133,10 @@ def dataflow_graph(annotation: Annotation, *, repeats_once: bool = False) -> nx.
     return graph
 
 
-class _GraphBuilder:
+class _GraphBuilder(Walker):
+    """The data-flow graph: productions chain their children, except branching, which fans
+    out to its inner modules and merges them."""
+
     def __init__(self, annotation: Annotation, graph: nx.DiGraph, repeats_once: bool):
         self.annotation = annotation
         self.graph = graph
@@ -130,16 +159,19 @@ class _GraphBuilder:
         return [vertex]
 
     def module(self, path, sources: list[str], copy: str, groups: tuple) -> list[str]:
-        node = self.annotation[path].node
-        if node.label == "computation":
-            return self.op(path + (0,), sources, copy, groups)
-        if node.label == "sequential":
-            middle = self.module(path + (0,), sources, copy, groups)
-            return self.module(path + (1,), middle, copy, groups)
-        if node.label == "routing":
-            pre = self.op(path + (0,), sources, copy, groups)
-            inner = self.module(path + (1,), pre, copy, groups)
-            return self.op(path + (2,), inner, copy, groups)
+        return self.walk(self.annotation[path].node, path, sources, copy, groups)
+
+    def default(self, label: str, node: Derivation, path, sources: list[str], copy: str,
+                groups: tuple) -> list[str]:
+        """A chain: each child, in evaluation order, takes the previous one's output."""
+        for i in production(label).order(node):
+            where = path + (i,)
+            step = self.module if self.annotation[where].slot == MODULE else self.op
+            sources = step(where, sources, copy, groups)
+        return sources
+
+    def branching(self, node: Derivation, path, sources: list[str], copy: str,
+                  groups: tuple) -> list[str]:
         split = self.op(path + (0,), sources, copy, groups)
         inner_count = len(node.children) - 2
         copies = self.annotation[path + (1,)].repeat // self.annotation[path].repeat

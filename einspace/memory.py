@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .analysis import Cost
+from .cost import Cost
 
 ACTIVATION_FACTOR = 1.5
 """Bytes kept for backward per activation byte the forward pass produces (measured, see the

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from einspace.blocks.registry import Kind, get
 
 from .analysis import Annotation, NodeInfo, annotate
+from .cost import Cost
 from .derivation import Derivation
 from .errors import SamplingError, ShapeError
 from .sampler import Sampler
@@ -82,13 +83,14 @@ def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool
     return not sampler.budget.admits(annotation.cost, child.depth)
 
 
-def _room(parent: Annotation, info: NodeInfo, budget) -> tuple:
+def _room(parent: Annotation, info: NodeInfo, budget) -> Cost:
     """What a replacement of ``info``'s subtree may use, per copy, so the whole stays in budget."""
     total, r, runs = parent.cost, info.repeat, info.repeat * info.batch
-    return ((budget.max_params - total.params + r * info.cost.params) // r,
-            (budget.max_flops - total.flops + runs * info.cost.flops) // runs,
-            (budget.max_activations - total.activations + runs * info.cost.activations) // runs,
-            (budget.max_nodes - total.nodes + r * info.cost.nodes) // r)
+    return Cost((budget.max_params - total.params + r * info.cost.params) // r,
+                (budget.max_flops - total.flops + runs * info.cost.flops) // runs,
+                (budget.max_activations - total.activations + runs * info.cost.activations)
+                // runs,
+                (budget.max_nodes - total.nodes + r * info.cost.nodes) // r)
 
 
 def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, rng):

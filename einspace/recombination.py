@@ -31,10 +31,10 @@ import random
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
-from . import structure
 from .analysis import Annotation, NodeInfo, annotate
 from .derivation import Derivation
 from .errors import SamplingError, ShapeError
+from .productions import MODULE
 from .sampler import Sampler
 from .seams import SeamAdapters
 
@@ -111,10 +111,10 @@ def _swap(ann_a: Annotation, ann_b: Annotation, rng: random.Random,
           sampler: Sampler) -> Crossover | None:
     donors: dict[tuple, dict[str, NodeInfo]] = {}
     for info in ann_b.nodes.values():
-        if info.slot == structure.MODULE and info.path:
+        if info.slot == MODULE and info.path:
             donors.setdefault((info.input, info.output), {})[info.node.text] = info
     sites = [info for _, info in sorted(ann_a.nodes.items())
-             if info.slot == structure.MODULE and info.path
+             if info.slot == MODULE and info.path
              and any(text != info.node.text
                      for text in donors.get((info.input, info.output), {}))]
     if not sites:
@@ -145,12 +145,12 @@ class _Graft:
             tails.add(path)
         self.sites: dict[tuple, list[NodeInfo]] = {}
         for path, info in sorted(base.nodes.items()):
-            if info.slot == structure.MODULE and path:
+            if info.slot == MODULE and path:
                 key = (info.input, info.output, path in tails)
                 self.sites.setdefault(key, []).append(info)
         unique: dict[tuple, dict[str, NodeInfo]] = {}
         for _, info in sorted(donor.nodes.items()):
-            if info.slot == structure.MODULE:
+            if info.slot == MODULE:
                 unique.setdefault((info.input, info.output), {}).setdefault(info.node.text, info)
         self.donors = {key: list(by_text.values()) for key, by_text in unique.items()}
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from dataclasses import dataclass, fields
+from functools import cached_property
 from itertools import accumulate
 
 from einspace.blocks.registry import NO_CONTEXT, Context, Kind, Shape, get, numel
 
-from .analysis import Cost, check_input_shape
+from .analysis import Annotation, annotate, check_input_shape
+from .cost import Cost
 from .derivation import Derivation
 from .errors import ConfigError, SamplingError
 from .grammar import Grammar, load_grammar
+from .productions import production
+from .walker import Walker
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,9 @@ class Budget:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"budget {f.name} must be a positive integer, got {value!r}")
 
-    def room(self) -> tuple[int, int, int, int]:
-        return (self.max_params, self.max_flops, self.max_activations, self.max_nodes)
+    def room(self) -> Cost:
+        """The whole budget as the room a sampled tree may fill (depth is checked apart)."""
+        return Cost(self.max_params, self.max_flops, self.max_activations, self.max_nodes)
 
     def admits(self, cost: Cost, depth: int) -> str:
         """'' when within budget, else which limit is broken."""
@@ -53,6 +58,23 @@ class Budget:
             if value > limit:
                 return f"{name} {value:,} > max_{name} {limit:,}"
         return ""
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A sampled derivation and its annotation for the input shape it was drawn for.
+
+    The annotation is made on first use and kept with the sample, so a caller that needs shapes
+    or costs (the ``sample`` command, budget and memory checks) never annotates it again, and
+    one that needs only the tree does not pay for it.  It is not the sampler's own tally, which
+    bounds shared work from above to decide what fits (see ``_tally``)."""
+
+    derivation: Derivation
+    input_shape: Shape
+
+    @cached_property
+    def annotation(self) -> Annotation:
+        return annotate(self.derivation, self.input_shape)
 
 
 _FAILED = None
@@ -82,8 +104,18 @@ def _draw(rng: random.Random, weights: list[float]) -> int:
     return len(weights) - 1
 
 
-class Sampler:
-    """Draws derivations for an input shape from a grammar within a budget."""
+def _tally(terminal, x, ctx: Context, y) -> Cost:
+    """What a drawn terminal uses of the room: work done once per forward (``shared_flops``) is
+    counted with the per-sample work, so a fold multiplies it too: an upper bound."""
+    return Cost(terminal.params(x, ctx), terminal.flops(x, ctx) + terminal.shared_flops(x, ctx),
+                numel(y) if terminal.allocates else 0, 1)
+
+
+class Sampler(Walker):
+    """Draws derivations for an input shape from a grammar within a budget.
+
+    One rule per production (a walker's methods, dispatched on the production the grammar
+    chose); each returns (derivation, output shape, used room as a ``Cost``) or None."""
 
     def __init__(self, grammar: Grammar | None = None, budget: Budget | None = None):
         self.grammar = grammar or load_grammar()
@@ -116,29 +148,30 @@ class Sampler:
 
     # -- public entry points -------------------------------------------------------------
 
-    def sample(self, input_shape, rng: random.Random) -> Derivation:
-        """One derivation for ``input_shape`` (C,H,W or N,D; no batch dim)."""
+    def sample(self, input_shape, rng: random.Random) -> Sampled:
+        """One derivation for ``input_shape`` (C,H,W or N,D; no batch dim), with its
+        annotation."""
         shape = check_input_shape(input_shape)
         for _ in range(20):
             result = self.sample_module(self.grammar.start, shape, 0, self.budget.room(), rng)
             if result is not _FAILED:
-                return result[0]
+                return Sampled(result[0], shape)
         raise SamplingError(f"no architecture fits input {shape} within {self.budget}")
 
-    def sample_module(self, symbol: str, x: Shape, depth: int, room: tuple, rng: random.Random,
+    def sample_module(self, symbol: str, x: Shape, depth: int, room: Cost, rng: random.Random,
                       exclude: str | None = None):
-        """(derivation, output shape, used) for slot ``symbol`` or None; ``used`` is
-        (params, flops, activations, nodes).  ``exclude`` bans one production at the top."""
+        """(derivation, output shape, used room) for slot ``symbol`` or None, within ``room``.
+        ``exclude`` bans one production at the top."""
         self._steps = 0
         try:
             return self._choice(symbol, x, depth, room, rng, exclude)
         except _OutOfSteps:
             return _FAILED
 
-    def pick_terminal(self, members: list[tuple], x, ctx: Context, room: tuple,
+    def pick_terminal(self, members: list[tuple], x, ctx: Context, room: Cost,
                       rng: random.Random, cumulative: list[float] | None = None):
         """Draw among (terminal, name, weight) members that accept ``x`` and fit ``room``;
-        returns (name, output shape, (params, flops, activations)) or None.
+        returns (name, output shape, used room) or None.
 
         Draws bisect the cumulative weights (``cumulative`` when the caller has them) and redraw
         on a refusal, so a long category costs little when most of it fits; once half of it has
@@ -163,11 +196,9 @@ class Sampler:
             y = terminal.infer(x, ctx)
             if y is None:
                 continue
-            p = terminal.params(x, ctx)
-            f = terminal.flops(x, ctx) + terminal.shared_flops(x, ctx)
-            a = numel(y) if terminal.allocates else 0
-            if p <= room[0] and f <= room[1] and a <= room[2]:
-                return name, y, (p, f, a)
+            used = _tally(terminal, x, ctx, y)
+            if room.covers(used):
+                return name, y, used
         return None
 
     # -- recursion -----------------------------------------------------------------------
@@ -177,7 +208,7 @@ class Sampler:
         if self._steps > MAX_STEPS:
             raise _OutOfSteps
         limit = self.budget.max_depth - depth
-        nodes = room[3]
+        nodes = room.nodes
         options = [(t, w) for t, w, d, n in self._choices[symbol]
                    if d <= limit and n <= nodes and t != exclude]
         while options:
@@ -185,115 +216,114 @@ class Sampler:
             target, _ = options.pop(i)
             if target in self._choices:
                 result = self._choice(target, x, depth, room, rng)
-            elif target == "computation":
-                result = self._computation(x, room, rng)
-            elif target == "sequential":
-                result = self._sequential(x, depth, room, rng)
-            elif target == "routing":
-                result = self._routing(x, depth, room, rng)
             else:
-                result = self._branching(x, depth, room, rng)
+                result = self.dispatch(target, x, depth, room, rng)
             if result is not _FAILED:
                 return result
         return _FAILED
 
     def _pick_option(self, label, room, rng):
         """Yield (option, first terminal) in random order among those that fit the nodes left."""
-        options = [(o, t) for o, t, n in self._options[label] if n <= room[3]]
+        options = [(o, t) for o, t, n in self._options[label] if n <= room.nodes]
         while options:
             i = _draw(rng, [o.weight for o, _ in options]) if len(options) > 1 else 0
             yield options.pop(i)
 
-    def _computation(self, x, room, rng):
-        if room[3] < 2:
+    def computation(self, x, depth, room, rng):
+        if room.nodes < 2:
             return _FAILED
         members, cumulative = self._terminal_options["computation"][0][len(x)]
         picked = self.pick_terminal(members, x, NO_CONTEXT, room, rng, cumulative)
         if picked is None:
             return _FAILED
-        name, y, (p, f, a) = picked
-        return Derivation("computation", (name,)), y, (p, f, a, 2)
+        name, y, used = picked
+        return self._node("computation", (name,), x, y, [used])
 
-    def _sequential(self, x, depth, room, rng):
+    def sequential(self, x, depth, room, rng):
         for option, _ in self._pick_option("sequential", room, rng):
             s1, s2 = option.rhs
             reserve = self.grammar.min_nodes[s2] + 1
-            first = self._choice(s1, x, depth + 1, room[:3] + (room[3] - reserve,), rng)
+            first = self._choice(s1, x, depth + 1, room - Cost(nodes=reserve), rng)
             if first is _FAILED:
                 continue
             d1, y1, u1 = first
-            rest = (room[0] - u1[0], room[1] - u1[1], room[2] - u1[2], room[3] - 1 - u1[3])
-            second = self._choice(s2, y1, depth + 1, rest, rng)
+            second = self._choice(s2, y1, depth + 1, room - u1 - Cost(nodes=1), rng)
             if second is _FAILED:
                 continue
             d2, y2, u2 = second
-            used = (u1[0] + u2[0], u1[1] + u2[1], u1[2] + u2[2], 1 + u1[3] + u2[3])
-            return Derivation("sequential", (d1, d2)), y2, used
+            return self._node("sequential", (d1, d2), x, y2, [u1, u2])
         return _FAILED
 
-    def _routing(self, x, depth, room, rng):
+    def routing(self, x, depth, room, rng):
         members, by_name = self._terminal_options["routing"]
         pre = self.pick_terminal(members[len(x)][0], x, NO_CONTEXT, room, rng, members[len(x)][1])
         if pre is None:
             return _FAILED
-        pre_name, inner_in, (p, f, a) = pre
+        pre_name, inner_in, pre_used = pre
         pre_terminal = get(Kind.PREROUTING, pre_name)
         _, inner_symbol, post_category = by_name[pre_name].rhs
         factor = pre_terminal.batch_factor(x)  # >1 when an axis is folded into the batch
-        inner_room = (room[0] - p, (room[1] - f) // factor, (room[2] - a) // factor, room[3] - 3)
+        left = room - pre_used
+        inner_room = Cost(left.params, left.flops // factor, left.activations // factor,
+                          room.nodes - 3)
         inner = self._choice(inner_symbol, inner_in, depth + 1, inner_room, rng)
         if inner is _FAILED:
             return _FAILED
-        d_inner, inner_out, u = inner
-        u = (u[0], u[1] * factor, u[2] * factor, u[3])
-        post_room = (room[0] - p - u[0], room[1] - f - u[1], room[2] - a - u[2], 1)
+        d_inner, inner_out, inner_used = inner
         closers, cumulative = self._categories[post_category][len(inner_out)]
         if factor > 1:
             closers, cumulative = [m for m in closers if m[0].restores_batch], None
-        post = self.pick_terminal(closers, inner_out, pre_terminal.post_context(x), post_room, rng,
-                                  cumulative)
+        post = self.pick_terminal(closers, inner_out, pre_terminal.post_context(x),
+                                  left - inner_used.folded(factor), rng, cumulative)
         if post is None:
             return _FAILED
-        post_name, y, (p2, f2, a2) = post
-        used = (p + u[0] + p2, f + u[1] + f2, a + u[2] + a2, 3 + u[3])
-        return Derivation("routing", (pre_name, d_inner, post_name)), y, used
+        post_name, y, post_used = post
+        return self._node("routing", (pre_name, d_inner, post_name), x, y,
+                          [pre_used, inner_used, post_used])
 
-    def _branching(self, x, depth, room, rng):
+    def branching(self, x, depth, room, rng):
         for option, splitter in self._pick_option("branching", room, rng):
             part = splitter.infer(x, NO_CONTEXT)
-            if part is None or splitter.branches * numel(part) > room[2]:
+            if part is None or splitter.branches * numel(part) > room.activations:
                 continue  # cheap refusals (shape, or no room to merge): try another splitter
-            return self._branches(option, splitter, part, depth, room, rng)
+            return self._branches(option, splitter, x, part, depth, room, rng)
         return _FAILED
 
-    def _branches(self, option, splitter, part, depth, room, rng):
+    def _branches(self, option, splitter, x, part, depth, room, rng):
         inner_symbols = option.rhs[1:-1]
         copies = splitter.branches // len(inner_symbols)
-        nodes_left = room[3] - 3  # this node, the branching and the aggregation terminal
+        nodes_left = room.nodes - 3  # this node, the branching and the aggregation terminal
         reserve = copies * sum(self.grammar.min_nodes[s] for s in inner_symbols)
         # Keep room for the merge: a concatenation of untouched parts needs k times the part,
         # and halving what the inner modules may allocate leaves room to merge what they made.
         merge = splitter.branches * numel(part)
-        share = (room[2] - merge) // (2 * splitter.branches)
-        inners, outs = [], []
-        used = [0, 0, 0, 0]
+        share = (room.activations - merge) // (2 * splitter.branches)
+        inners, outs, inner_used = [], [], []
+        used = Cost()  # by the inner modules, all copies
         for symbol in inner_symbols:
             reserve -= copies * self.grammar.min_nodes[symbol]
-            inner_room = ((room[0] - used[0]) // copies, (room[1] - used[1]) // copies,
-                          share, (nodes_left - used[3] - reserve) // copies)
+            inner_room = Cost((room.params - used.params) // copies,
+                              (room.flops - used.flops) // copies, share,
+                              (nodes_left - used.nodes - reserve) // copies)
             result = self._choice(symbol, part, depth + 1, inner_room, rng)
             if result is _FAILED:
                 return _FAILED
             d, y, u = result
             inners.append(d)
+            inner_used.append(u)
             outs += [y] * copies
-            used = [used[0] + u[0] * copies, used[1] + u[1] * copies,
-                    used[2] + u[2] * copies, used[3] + u[3] * copies]
-        agg_room = (room[0] - used[0], room[1] - used[1], room[2] - used[2])
+            used = used + u * copies
         merges, cumulative = self._categories[option.rhs[-1]][len(outs[0])]
-        agg = self.pick_terminal(merges, tuple(outs), NO_CONTEXT, agg_room, rng, cumulative)
+        agg = self.pick_terminal(merges, tuple(outs), NO_CONTEXT, room - used, rng, cumulative)
         if agg is None:
             return _FAILED
-        agg_name, y, (p, f, a) = agg
-        node = Derivation("branching", (option.terminal, *inners, agg_name))
-        return node, y, (used[0] + p, used[1] + f, used[2] + a, used[3] + 3)
+        agg_name, y, agg_used = agg
+        split_used = _tally(splitter, x, NO_CONTEXT, part)
+        return self._node("branching", (option.terminal, *inners, agg_name), x, y,
+                          [split_used, *inner_used, agg_used])
+
+    def _node(self, label: str, children: tuple, x: Shape, y, used: list[Cost]):
+        """(node, output, used room) of a drawn node: its children's use added up by its
+        production's cost rule."""
+        node = Derivation(label, children)
+        return node, y, production(label).cost(node, x, used)

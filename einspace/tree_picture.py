@@ -13,9 +13,8 @@ from pathlib import Path
 import networkx as nx
 
 from .analysis import Annotation
-from .derivation import Derivation
 from .errors import EinspaceError
-from .inspect import shape_str, to_dot
+from .inspect import shape_str, to_dot, tree_entry
 
 #: Beyond this many leaves a PNG is too wide to read; .dot or .graphml still work.
 MAX_PNG_LEAVES = 300
@@ -29,24 +28,19 @@ def tree_graph(annotation: Annotation) -> nx.DiGraph:
     As in the text tree, a computation node and its terminal are one vertex (the terminal's
     name, kind ``computation``), which takes a third of the vertices off a typical tree."""
     graph = nx.DiGraph()
-    for path, node in annotation.derivation.walk():
-        info = annotation[path]
-        if path and annotation.derivation.get(path[:-1]).label == "computation":
-            continue
-        if isinstance(node, Derivation) and node.label == "computation":
-            label, kind = node.children[0], "computation"
-        elif isinstance(node, Derivation):
-            parent = annotation.nodes.get(path[:-1]) if path else None
-            copies = info.repeat // parent.repeat if parent is not None else 1
-            label = node.label + (f" ×{copies}" if copies > 1 else "")
-            kind = "module"
-        else:
-            label, kind = node, info.slot.value
-        graph.add_node(_name(path), label=label, kind=kind, params=info.cost.params,
-                       shape=shape_str(info.output) if info.output else "")
-        if path:
-            graph.add_edge(_name(path[:-1]), _name(path))
+    _add_subtree(graph, annotation, ())
     return graph
+
+
+def _add_subtree(graph: nx.DiGraph, annotation: Annotation, path: tuple[int, ...]) -> None:
+    """Add the node at ``path`` and its shown descendants in pre-order."""
+    info, entry = annotation[path], tree_entry(annotation, path)
+    graph.add_node(_name(path), label=entry.label, kind=entry.kind, params=info.cost.params,
+                   shape=shape_str(info.output) if info.output else "")
+    if path:
+        graph.add_edge(_name(path[:-1]), _name(path))
+    for i in entry.children:
+        _add_subtree(graph, annotation, path + (i,))
 
 
 def write_tree(annotation: Annotation, file: str | Path) -> Path:

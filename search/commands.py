@@ -1,12 +1,15 @@
 """``einspace search`` and ``einspace evaluate``: the command-line face of the search.
 
     einspace search --config quickstart                 # a shipped config, local Ray
-    einspace search --config my.yaml --task unseen:/data/addnist --budget 2h --workers 8 \\
+    einspace search --config my.yaml --task unseen:/data/addnist --time 2h --workers 8 \\
         --gpus-per-trial 0.25 --address head-ip:6379 --out results/addnist-re
     einspace search --resume results/addnist-re          # after a crash or a time limit
     einspace evaluate results/addnist-re --top-k 3       # retrain on train+valid, score test
 
 Flags override the config file; the resolved config is written into the run directory.
+``--trials N`` and ``--time 30m`` are the search's budget: ``--time`` alone lifts the config's
+trial limit (the search runs that long), ``--trials`` alone keeps a time limit the config sets,
+and both together stop the search at whichever is spent first.
 """
 
 from __future__ import annotations
@@ -22,24 +25,56 @@ from einspace.errors import ConfigError
 RESULTS = Path("results")
 
 
-def budget_override(text: str) -> dict:
-    """``--budget 50`` (trials) or ``--budget 30m`` / ``2h`` / ``900s`` (wall-clock time)."""
+BUDGET_DEPRECATED = ("einspace: --budget is deprecated (it meant trials or time, while budget: in "
+                     "a config means architecture limits); use --trials N or --time 30m")
+
+
+def strategy_choice(name: str) -> str:
+    """``--strategy``'s check: a registered strategy's name.  A type rather than argparse
+    ``choices``, which ``--help`` would list, importing every strategy (torch, Optuna)."""
+    from .strategies import strategy_names
+
+    if name not in strategy_names():
+        known = ", ".join(map(repr, strategy_names()))
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {known})")
+    return name
+
+
+def budget_override(trials: int | None, time_budget: str | None) -> dict:
+    """The ``search`` keys of ``--trials N`` and ``--time 30m`` (``2h``, ``900s``); ``--time``
+    without ``--trials`` lifts the config's trial limit, as the time is the budget asked for."""
+    from .config import parse_duration
+
+    if time_budget is None:
+        return {} if trials is None else {"trials": trials}
+    parse_duration(time_budget)
+    return {"time": time_budget, "trials": trials}
+
+
+def deprecated_budget(text: str) -> dict:
+    """``--budget 50`` (trials) or ``--budget 30m`` (time), as ``--trials``/``--time`` would
+    give; the deprecation note is printed once the value is known to be good, so a bad value
+    still fails with its one-line error alone."""
     if text.isdigit():
         if int(text) < 1:
             raise ConfigError("--budget must be at least 1 trial")
-        return {"trials": int(text)}
-    from .config import parse_duration
-
-    parse_duration(text)
-    return {"time": text, "trials": None}
+        override = budget_override(int(text), None)
+    else:
+        override = budget_override(None, text)
+    print(BUDGET_DEPRECATED, file=sys.stderr)
+    return override
 
 
 def _overrides(args) -> dict:
     search: dict = {}
     if args.strategy:
         search["strategy"] = args.strategy
-    if args.budget:
-        search.update(budget_override(args.budget))
+    if args.budget is not None:
+        if args.trials is not None or args.time is not None:
+            raise ConfigError("--budget (deprecated) cannot be combined with --trials or --time")
+        search.update(deprecated_budget(args.budget))
+    else:
+        search.update(budget_override(args.trials, args.time))
     for key in ("workers", "cpus_per_trial", "gpus_per_trial", "address"):
         if getattr(args, key) is not None:
             search[key] = getattr(args, key)
@@ -67,7 +102,9 @@ def cmd_search(args) -> None:
     if args.resume:
         clashing = [flag for flag, value in (("--config", args.config), ("--task", args.task),
                                              ("--strategy", args.strategy),
-                                             ("--budget", args.budget), ("--seed", args.seed),
+                                             ("--budget", args.budget),
+                                             ("--trials", args.trials), ("--time", args.time),
+                                             ("--seed", args.seed),
                                              ("--epochs", args.epochs), ("--out", args.out),
                                              ("--task-size", args.task_size),
                                              ("--cpus-per-trial", args.cpus_per_trial),
@@ -131,8 +168,13 @@ def add_search_commands(sub, positive_int, positive_float) -> None:
     p.add_argument("--config", help=f"YAML file or shipped config ({', '.join(shipped_names())})")
     p.add_argument("--task", help="built-in task name or unseen:/path/to/dir")
     p.add_argument("--task-size", choices=["small", "default"], help="built-in task size")
-    p.add_argument("--strategy", choices=["evolution", "random", "optuna"])
-    p.add_argument("--budget", help="trials (50) or wall-clock time (30m, 2h)")
+    p.add_argument("--strategy", type=strategy_choice, metavar="NAME",
+                   help="a registered search strategy (shipped: evolution, random, optuna)")
+    p.add_argument("--trials", type=positive_int, help="trained trials (duplicates and "
+                   "rejected candidates do not count)")
+    p.add_argument("--time", metavar="DURATION", help="wall-clock budget: 900s, 30m, 2h "
+                   "(without --trials, the config's trial limit is lifted)")
+    p.add_argument("--budget", help="deprecated: use --trials or --time")
     p.add_argument("--workers", type=positive_int, help="concurrent trials")
     p.add_argument("--cpus-per-trial", type=positive_float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU (0.25)")

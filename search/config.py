@@ -4,7 +4,7 @@
 task: {name: addnist_lite, size: default, seed: 0}   # or unseen:/path/to/addnist
 seed: 0                       # the search seed (proposals, trial training seeds)
 search:
-  strategy: evolution         # evolution | random | optuna
+  strategy: evolution         # evolution | random | optuna (any registered strategy)
   trials: 200                 # trained trials (duplicates never count)
   time: null                  # or a wall-clock budget: 3600, "90m", "2h"
   workers: 2                  # concurrent trials
@@ -18,7 +18,6 @@ search:
   storage: null               # database URL; sqlite file in the run directory otherwise
   keep_weights: 3             # trained weights kept for the best K trials
   memory_per_trial: auto      # memory budget per trial: auto (from the Ray nodes), 6GB, or off
-evolution: {population_size: 100, tournament_size: 10, seeds: [resnet18], crossover_rate: 0.0}
 evolution:
   population_size: 100
   tournament_size: 10
@@ -27,6 +26,7 @@ evolution:
   novelty_weight: 0.0         # rank contestants by score + w * novelty (0 = off)
   min_distance: 0.0           # redraw a child within this tree edit distance of its parent
 optuna: {sampler: tpe}        # tpe | random
+# each strategy's section is its typed settings (einspace.search.strategies), named like it
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
 grammar: {...}                # as in einspace.config
@@ -47,43 +47,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from einspace.config import SpaceConfig, read_yaml, space_config
-from einspace.errors import ConfigError, EinspaceError
+from einspace.errors import ConfigError
 from einspace.memory import parse_bytes
-from einspace.seeds import seed_names
 from einspace.tasks.recipe import Recipe
-from einspace.text import parse
 
+from .checks import check_choice, check_integer, check_number
 from .shipped import SHIPPED, shipped_names
+from .strategies import StrategySettings, read_sections, section_defaults, strategy_names
 
-STRATEGIES = ("evolution", "random", "optuna")
 ORDERINGS = ("deterministic", "asynchronous")
 SCHEDULERS = ("none", "asha")
 
-DEFAULTS: dict = {
+SEARCH_DEFAULTS: dict = {
     "task": {"name": "addnist_lite", "size": "default", "seed": 0, "root": None},
     "seed": 0,
     "search": {"strategy": "evolution", "trials": 200, "time": None, "workers": 2,
                "ordering": "deterministic", "cpus_per_trial": 1, "gpus_per_trial": 0,
                "retries": 1, "scheduler": "none", "grace_epochs": 1, "address": None,
                "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
-    "evolution": {"population_size": 100, "tournament_size": 10, "seeds": ["resnet18"],
-                  "crossover_rate": 0.0, "novelty_weight": 0.0, "min_distance": 0.0},
-    "optuna": {"sampler": "tpe"},
     "training": {},
     "final": {"top_k": 1, "epochs": None},
     "grammar": {},
     "budget": {},
 }
+"""The sections every search has; the registered strategies' sections follow ``search``."""
 _FREE_SECTIONS = ("training", "grammar", "budget")
+
+
+def default_config() -> dict:
+    """The resolved config of an empty file: :data:`SEARCH_DEFAULTS` with each registered
+    strategy's section (its settings' defaults) after ``search``, in registration order."""
+    defaults = copy.deepcopy(SEARCH_DEFAULTS)
+    head = {key: defaults.pop(key) for key in ("task", "seed", "search")}
+    return {**head, **section_defaults(), **defaults}
 
 
 @dataclass
 class SearchConfig:
-    """A validated search configuration (``raw`` is the resolved mapping it came from)."""
+    """A validated search configuration (``raw`` is the resolved mapping it came from;
+    ``settings`` the chosen strategy's typed section, None for a strategy without one)."""
 
     raw: dict
     space: SpaceConfig = field(repr=False)
     recipe: Recipe
+    settings: StrategySettings | None = None
 
     @property
     def task(self) -> dict:
@@ -146,11 +153,11 @@ def resolve(data: dict | None = None, base_dir: Path | None = None) -> SearchCon
     data = dict(data or {})
     if isinstance(data.get("task"), str):
         data["task"] = {"name": data["task"]}
-    raw = merge(DEFAULTS, data)
-    _check(raw)
+    raw = merge(default_config(), data)
+    sections = _check(raw)
     space = space_config({k: raw[k] for k in ("grammar", "budget") if raw[k]}, base_dir)
     recipe = Recipe.from_dict(raw["training"])
-    return SearchConfig(raw, space, recipe)
+    return SearchConfig(raw, space, recipe, sections.get(raw["search"]["strategy"]))
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> SearchConfig:
@@ -208,13 +215,14 @@ def shipped_config(name: str | Path) -> Path:
                       f"({names})")
 
 
-def _check(raw: dict) -> None:
+def _check(raw: dict) -> dict[str, StrategySettings]:
+    """Validate ``raw`` in place (bringing values to their stored form) and return every
+    strategy's checked settings."""
     s = raw["search"]
-    _choice("search.strategy", s["strategy"], STRATEGIES)
-    _choice("search.ordering", s["ordering"], ORDERINGS)
-    _choice("search.scheduler", s["scheduler"], SCHEDULERS)
-    _choice("optuna.sampler", raw["optuna"]["sampler"], ("tpe", "random"))
-    _choice("task.size", raw["task"]["size"], ("small", "default"))
+    check_choice("search.strategy", s["strategy"], strategy_names())
+    check_choice("search.ordering", s["ordering"], ORDERINGS)
+    check_choice("search.scheduler", s["scheduler"], SCHEDULERS)
+    check_choice("task.size", raw["task"]["size"], ("small", "default"))
     if not isinstance(raw["task"]["name"], str) or not raw["task"]["name"]:
         raise ConfigError(f"task.name must be a task name or unseen:/path, "
                           f"got {raw['task']['name']!r}")
@@ -227,12 +235,12 @@ def _check(raw: dict) -> None:
                          ("keep_weights", 0)):
         if s[key] is None and key == "trials":
             continue
-        _integer(f"search.{key}", s[key], minimum)
+        check_integer(f"search.{key}", s[key], minimum)
     if s["trials"] is None and s["time"] is None:
         raise ConfigError("give search.trials or search.time (or both): the search needs a "
                           "budget")
     s["time"] = parse_duration(s["time"])
-    _number("search.cpus_per_trial", s["cpus_per_trial"], 0.0, strict=True)
+    check_number("search.cpus_per_trial", s["cpus_per_trial"], 0.0, strict=True)
     if s["memory_per_trial"] not in ("auto", "off", None):
         parse_bytes(s["memory_per_trial"], "search.memory_per_trial")
     if s["address"] is not None:
@@ -242,60 +250,14 @@ def _check(raw: dict) -> None:
         if s["address"].startswith("ray://"):
             raise ConfigError(f"search.address {s['address']}: Ray Client (ray://) addresses "
                               f"are not supported; give the head's host:port")
-    _number("search.gpus_per_trial", s["gpus_per_trial"], 0.0)
-    for key in ("seed",):
-        _integer(key, raw[key], 0)
-    _integer("task.seed", raw["task"]["seed"], 0)
-    e = raw["evolution"]
-    _integer("evolution.population_size", e["population_size"], 1)
-    _integer("evolution.tournament_size", e["tournament_size"], 1)
-    _number("evolution.crossover_rate", e["crossover_rate"], 0.0)
-    if e["crossover_rate"] > 1:
-        raise ConfigError(f"evolution.crossover_rate must be at most 1, got "
-                          f"{e['crossover_rate']!r}")
-    _number("evolution.novelty_weight", e["novelty_weight"], 0.0)
-    _number("evolution.min_distance", e["min_distance"], 0.0)
-    if isinstance(e["seeds"], str):
-        e["seeds"] = [e["seeds"]]
-    if e["seeds"] is None:
-        e["seeds"] = []
-    if not isinstance(e["seeds"], list) or not all(isinstance(x, str) for x in e["seeds"]):
-        raise ConfigError("evolution.seeds must be a list of seed names or derivation texts")
-    _check_seeds(e["seeds"])
+    check_number("search.gpus_per_trial", s["gpus_per_trial"], 0.0)
+    check_integer("seed", raw["seed"], 0)
+    check_integer("task.seed", raw["task"]["seed"], 0)
+    sections = read_sections(raw)
+    for name, settings in sections.items():
+        raw[name] = settings.to_section()
     f = raw["final"]
-    _integer("final.top_k", f["top_k"], 0)
+    check_integer("final.top_k", f["top_k"], 0)
     if f["epochs"] is not None:
-        _integer("final.epochs", f["epochs"], 1)
-
-
-def _check_seeds(specs: list[str]) -> None:
-    """Each seed is a shipped seed's name or derivation text that parses, found before the
-    task is loaded (whether it fits the task's input shape is checked once that is known)."""
-    for k, spec in enumerate(specs):
-        if spec in seed_names():
-            continue
-        if not spec.lstrip().startswith("("):
-            raise ConfigError(f"evolution.seeds[{k}] = {spec!r} is neither a shipped seed "
-                              f"({', '.join(seed_names())}) nor derivation text")
-        try:
-            parse(spec)
-        except EinspaceError as e:
-            raise ConfigError(f"evolution.seeds[{k}]: {e}") from None
-
-
-def _choice(name: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _integer(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _number(name: str, value, minimum: float, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        relation = ">" if strict else ">="
-        raise ConfigError(f"{name} must be a finite number {relation} {minimum:g}, got "
-                          f"{value!r}")
+        check_integer("final.epochs", f["epochs"], 1)
+    return sections

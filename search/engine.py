@@ -44,35 +44,22 @@ from pathlib import Path
 import yaml
 
 from einspace import count
-from einspace.analysis import annotate
 from einspace.errors import ConfigError
-from einspace.seeds import load_seed, seed_names
 from einspace.tasks.data import TaskData
 from einspace.tasks.handle import resolve_task
 from einspace.tasks.recipe import Recipe
-from einspace.text import parse
+from einspace.tasks.status import Status
 
 from .cluster import check_address, start_ray
 from .config import SearchConfig, resolve
-from .evolution import RegularisedEvolution
 from .faults import describe, is_memory_kill, killed_actor
 from .final import final_candidates, final_evaluation, previous_final
 from .loop import DONE, WAIT, LoopTrial, SearchLoop
-from .optuna_strategy import OptunaStrategy
 from .outputs import write_outputs
 from .progress import Progress
-from .random_search import RandomSearch
 from .resources import MemoryScreen, derived_max_activations, resolve_memory_budget, trial_resources
-from .store import (
-    INTERRUPTED,
-    LOST,
-    WRITE_FAILED,
-    StoreError,
-    TrialStore,
-    default_url,
-    open_run_store,
-)
-from .strategy import FAILED, OK, REJECTED, STOPPED, Outcome, Strategy
+from .store import WRITE_FAILED, StoreError, TrialStore, default_url, open_run_store
+from .strategies import Outcome, Strategy, StrategyContext, create_strategy
 from .trial import ModelWrapper, run_trial
 from .weights import KeeperSpec
 
@@ -116,39 +103,9 @@ def load_search_task(config: SearchConfig) -> TaskData:
     return resolve_task(task["name"]).load(task["seed"], task["size"], task["root"])
 
 
-def resolve_seeds(names: list[str], input_shape: tuple[int, ...]) -> list[tuple[str, object]]:
-    """Shipped seed names or derivation texts, each checked against the task's input shape."""
-    seeds = []
-    for k, spec in enumerate(names):
-        if spec in seed_names():
-            label, derivation = spec, load_seed(spec)
-        elif spec.lstrip().startswith("("):
-            label, derivation = f"text{k}", parse(spec)
-        else:
-            raise ConfigError(f"evolution.seeds[{k}] = {spec!r} is neither a shipped seed "
-                              f"({', '.join(seed_names())}) nor derivation text")
-        try:
-            annotate(derivation, input_shape)
-        except Exception as e:
-            raise ConfigError(f"evolution.seeds[{k}] ({label}) does not fit the task's input "
-                              f"shape {input_shape}: {e}") from None
-        seeds.append((label, derivation))
-    return seeds
-
-
 def make_strategy(config: SearchConfig, input_shape: tuple[int, ...]) -> Strategy:
-    sampler = config.space.sampler()
-    if config.strategy == "random":
-        return RandomSearch(sampler, input_shape)
-    if config.strategy == "optuna":
-        return OptunaStrategy(sampler, input_shape, kind=config.raw["optuna"]["sampler"])
-    evo = config.raw["evolution"]
-    return RegularisedEvolution(sampler, input_shape, population_size=evo["population_size"],
-                                tournament_size=evo["tournament_size"],
-                                seeds=resolve_seeds(evo["seeds"], input_shape),
-                                crossover_rate=evo["crossover_rate"],
-                                novelty_weight=evo["novelty_weight"],
-                                min_distance=evo["min_distance"])
+    return create_strategy(config.strategy, config.settings,
+                           StrategyContext(config.space.sampler(), tuple(input_shape)))
 
 
 def prepare_run_dir(config: SearchConfig, run_dir: Path) -> None:
@@ -256,7 +213,7 @@ class SearchDriver:
         self.tune_trials: dict[str, object] = {}
         self.actors: dict[str, str] = {}  # Tune trial id -> its Ray actor's hex id
         self.keeper_handle = None  # keeps the weight keeper alive (Ray collects unowned actors)
-        self.lost = Counter(t.index for t in store.trials() if t.status == LOST)
+        self.lost = Counter(t.index for t in store.trials() if t.status == Status.LOST)
         self.collateral: Counter[int] = Counter()
         self.best: tuple[float, int] | None = None
         for trial in loop.finished:
@@ -320,12 +277,12 @@ class SearchDriver:
             self.on_result(trial_id, result)
         index, number = self.attempts.pop(trial_id)
         if error:
-            status, score = FAILED, -math.inf
+            status, score = Status.FAILED, -math.inf
             reason = self._error_reason(trial_id)
             info = self._attempt_info(trial_id)
         elif not result or result.get("kind") != "final":
             history = self.epochs.get(trial_id, [])
-            status = STOPPED
+            status = Status.STOPPED
             score = history[-1]["score"] if history else -math.inf
             reason = f"stopped early by the scheduler after epoch {len(history)}"
             info = {"history": history, "epochs_run": len(history)}
@@ -338,10 +295,10 @@ class SearchDriver:
         self._forget(trial_id)
         self._finish(index, number, status, score, reason, info)
 
-    def _finish(self, index: int, number: int, status: str, score: float, reason: str,
+    def _finish(self, index: int, number: int, status: Status, score: float, reason: str,
                 info: dict) -> None:
         trial = self.loop.trials[index]
-        if status == FAILED:
+        if status == Status.FAILED:
             score = -math.inf
         outcome = Outcome(index, trial.proposal.derivation, score, status,
                           trial.proposal.choices)
@@ -359,7 +316,8 @@ class SearchDriver:
             return
         index, number = self.attempts[trial_id]
         reason = f"attempt lost, retried: {describe(self._tune_error(trial_id))}"
-        self.store.finish(number, LOST, -math.inf, reason, self._attempt_info(trial_id), None)
+        self.store.finish(number, Status.LOST, -math.inf, reason, self._attempt_info(trial_id),
+                          None)
         self.lost[index] += 1
         self._forget(trial_id)
         self._launch(trial_id, self.loop.trials[index])
@@ -381,11 +339,11 @@ class SearchDriver:
             if trial_id not in culprits:
                 self.collateral[index] += 1
                 if self.collateral[index] > COLLATERAL_LIMIT:
-                    self._finish(index, number, FAILED, -math.inf,
+                    self._finish(index, number, Status.FAILED, -math.inf,
                                  f"cut short {self.collateral[index]} times when Tune stopped "
                                  f"for other workers; last: {reason}", info)
                     continue
-                self.store.finish(number, INTERRUPTED, -math.inf,
+                self.store.finish(number, Status.INTERRUPTED, -math.inf,
                                   f"stopped when another worker was {reason}; run again",
                                   info, None)
                 self.loop.requeue(index)
@@ -393,11 +351,11 @@ class SearchDriver:
             self.lost[index] += 1
             attempts = self.lost[index]
             if attempts > self.config.search["retries"]:
-                self._finish(index, number, FAILED, -math.inf,
+                self._finish(index, number, Status.FAILED, -math.inf,
                              f"{reason} ({attempts} attempt(s))", info)
             else:
-                self.store.finish(number, LOST, -math.inf, f"attempt lost, retried: {reason}",
-                                  info, None)
+                self.store.finish(number, Status.LOST, -math.inf,
+                                  f"attempt lost, retried: {reason}", info, None)
                 self.loop.requeue(index)
 
     def _attempt_info(self, trial_id: str) -> dict:
@@ -413,7 +371,7 @@ class SearchDriver:
     def _note_best(self, trial: LoopTrial) -> bool:
         """Whether a finished trial is the new best (ties go to the lower index)."""
         outcome = trial.outcome
-        if outcome.status != OK or (self.best is not None
+        if outcome.status != Status.OK or (self.best is not None
                                     and (outcome.score, -trial.index)
                                     <= (self.best[0], -self.best[1])):
             return False
@@ -585,12 +543,12 @@ def _search(config: SearchConfig, run_dir: Path, data: TaskData, recipe: Recipe,
             progress=progress)
     trials = store.latest()
     best = driver.best
-    return SearchSummary(run_dir, sum(t.status != REJECTED for t in trials),
-                         sum(t.status == FAILED for t in trials),
+    return SearchSummary(run_dir, sum(t.status != Status.REJECTED for t in trials),
+                         sum(t.status == Status.FAILED for t in trials),
                          best[1] if best else None, best[0] if best else None,
                          loop.trials[best[1]].proposal.derivation.text if best else None,
                          driver.elapsed, loop.exhausted, final,
-                         rejected=sum(t.status == REJECTED for t in trials))
+                         rejected=sum(t.status == Status.REJECTED for t in trials))
 
 
 def _fit_to_the_end(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data: TaskData,

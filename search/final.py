@@ -20,12 +20,12 @@ from pathlib import Path
 from einspace.errors import ConfigError
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
+from einspace.tasks.status import Status
 
 from .faults import describe
 from .outputs import ranked
 from .progress import Progress
 from .store import StoredTrial, TrialStore
-from .strategy import OK
 from .trial import trial_seed
 
 FINAL_DIR = "final"
@@ -63,7 +63,7 @@ def previous_final(store: TrialStore, top_k: int) -> list[dict] | None:
     """The stored final evaluation when it already covers the current ``top_k`` best trials (a
     finished run that is resumed again does not retrain them); None otherwise."""
     stored = store.run("final")
-    best = [t.index for t in ranked(store.latest()) if t.status == OK][:top_k]
+    best = [t.index for t in ranked(store.latest()) if t.status == Status.OK][:top_k]
     if stored and [entry["index"] for entry in stored] == best:
         return stored
     return None
@@ -72,7 +72,7 @@ def previous_final(store: TrialStore, top_k: int) -> list[dict] | None:
 def final_candidates(run_dir: Path, store: TrialStore, top_k: int) -> list[StoredTrial]:
     """The ``top_k`` best successful trials; a ConfigError when there is none (raised before
     any retraining is set up)."""
-    candidates = [t for t in ranked(store.latest()) if t.status == OK][:top_k]
+    candidates = [t for t in ranked(store.latest()) if t.status == Status.OK][:top_k]
     if not candidates:
         raise ConfigError(f"{run_dir}: no successful trial to evaluate")
     return candidates
@@ -115,7 +115,7 @@ def final_evaluation(run_dir: Path, store: TrialStore, data: TaskData, recipe: R
         if weights is not None:
             (out_dir / f"trial-{trial.index}.pt").write_bytes(weights)
         entry = {"index": trial.index, "hash": trial.hash, "search_score": trial.score,
-                 "test_score": summary["score"] if summary["status"] != "failed" else None,
+                 "test_score": summary["score"] if summary["status"] != Status.FAILED else None,
                  "status": summary["status"], "reason": summary["reason"],
                  "epochs": summary["epochs_run"], "seconds": summary["seconds"],
                  "derivation": trial.derivation.text}
@@ -135,7 +135,7 @@ def _collect(ref) -> dict:
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as e:
-        return {"weights": None, "score": None, "status": "failed", "reason": describe(e),
+        return {"weights": None, "score": None, "status": Status.FAILED, "reason": describe(e),
                 "epochs_run": 0, "seconds": 0.0}
 
 

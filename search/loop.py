@@ -2,7 +2,8 @@
 
 The loop hands out trials (index, proposal) and takes back outcomes.  Two orderings:
 
-* ``lag=k`` (**deterministic**, the default with ``k`` = the number of concurrent trials): before
+* ``lag=k`` (**deterministic**; ``k`` is 1 by default, and the engine's searches use twice the
+  number of concurrent trials, ``LAG_PER_WORKER`` in :mod:`einspace.search.engine`): before
   proposing trial ``n`` the strategy is told the outcomes of trials ``0 .. n-k``, in index order,
   and of no others.  Proposal ``n`` then depends only on the seed and those outcomes, so a search
   gives the same trials however the workers' timing falls, and a resumed search continues exactly
@@ -32,8 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from einspace.canonical_form import canonical_hash
+from einspace.tasks.status import Status
 
-from .strategy import REJECTED, Outcome, Proposal, Strategy
+from .strategies import Outcome, Proposal, Strategy
 
 Screen = Callable[[Proposal], "str | None"]
 """``screen(proposal) -> reason`` to reject it before it runs, or None to let it run."""
@@ -65,7 +67,7 @@ class LoopTrial:
 
     @property
     def rejected(self) -> bool:
-        return self.outcome is not None and self.outcome.status == REJECTED
+        return self.outcome is not None and self.outcome.status == Status.REJECTED
 
     @property
     def hash(self) -> str:
@@ -200,7 +202,7 @@ class SearchLoop:
         if reason:
             trial.reason = reason
             self.finish(trial.index, Outcome(trial.index, trial.proposal.derivation, -math.inf,
-                                             REJECTED, trial.proposal.choices))
+                                             Status.REJECTED, trial.proposal.choices))
         return trial
 
     def _add(self, proposal: Proposal) -> LoopTrial:

@@ -18,8 +18,9 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from einspace.tasks.status import Status
+
 from .store import StoredTrial, TrialStore
-from .strategy import OK
 
 COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "parents", "seconds",
            "epochs", "node", "hash", "reason", "derivation")
@@ -30,7 +31,7 @@ def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
     rejected."""
     def key(t: StoredTrial):
         score = t.score if t.score is not None and math.isfinite(t.score) else -math.inf
-        group = 0 if t.status == OK else 1 if t.status == "stopped" else 2
+        group = 0 if t.status == Status.OK else 1 if t.status == Status.STOPPED else 2
         return (group, -score, t.index)
     return sorted(trials, key=key)
 
@@ -40,17 +41,15 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
     trials = store.latest()
     order = ranked([t for t in trials if t.done])
     _leaderboard(run_dir / "leaderboard.csv", order)
-    best = order[0] if order and order[0].status == OK else None
+    best = order[0] if order and order[0].status == Status.OK else None
     seed = best_seed(order)
     if best is not None:
         (run_dir / "best.arch").write_text(best.derivation.text + "\n")
     summary = {
         "trials": len(trials), "finished": len(order),
-        "ok": sum(t.status == OK for t in order),
-        "failed": sum(t.status == "failed" for t in order),
-        "stopped": sum(t.status == "stopped" for t in order),
-        "rejected": sum(t.status == "rejected" for t in order),
-        "failures": Counter(t.reason for t in order if t.status == "failed"),
+        **{status: sum(t.status == status for t in order)
+           for status in (Status.OK, Status.FAILED, Status.STOPPED, Status.REJECTED)},
+        "failures": Counter(t.reason for t in order if t.status == Status.FAILED),
         "best": None if best is None else {"index": best.index, "score": best.score,
                                            "hash": best.hash,
                                            "derivation": best.derivation.text},
@@ -66,7 +65,7 @@ def write_outputs(run_dir: str | Path, store: TrialStore) -> dict:
 def best_seed(order: list[StoredTrial]) -> StoredTrial | None:
     """The best successful seed trial of ``order`` (ranked best first): the starting point whose
     score a search from seeds has to beat; None for a search without seeds."""
-    return next((t for t in order if t.status == OK and t.origin.startswith("seed:")), None)
+    return next((t for t in order if t.status == Status.OK and t.origin.startswith("seed:")), None)
 
 
 def _leaderboard(path: Path, order: list[StoredTrial]) -> None:

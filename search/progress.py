@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from .strategy import FAILED
+from einspace.tasks.status import Status
 
 TICK_SECONDS = 2.0
 #: Running trials shown by name in the status line; the rest are counted.
@@ -46,7 +46,7 @@ class Progress:
     def restored(self, loop) -> None:
         finished = loop.finished
         self.resumed = self.done = len(finished)
-        self.failed = sum(t.outcome.status == FAILED for t in finished)
+        self.failed = sum(t.outcome.status == Status.FAILED for t in finished)
         if finished:
             self._emit(f"resumed: {self.done} finished trials kept, "
                        f"{len(loop.running)} to run again", newline=True)
@@ -66,13 +66,13 @@ class Progress:
         elif self.final_epochs is not None:
             self._emit(f"  final: trial {index} {self._epoch_text(index)}", newline=True)
 
-    def finished(self, index: int, status: str, score: float,
+    def finished(self, index: int, status: Status, score: float,
                  best: tuple[float, int] | None) -> None:
         with self._lock:
             self.current.pop(index, None)
         self.running = max(0, self.running - 1)
         self.done += 1
-        self.failed += status == FAILED
+        self.failed += status == Status.FAILED
         self.best = best
         if self.live:
             self._draw()

@@ -33,6 +33,7 @@ from einspace.analysis import annotate
 from einspace.dataflow_picture import write_picture
 from einspace.errors import EinspaceError
 from einspace.inspect import human
+from einspace.tasks.status import Status
 
 from . import report_figures as figs
 from . import report_html as html
@@ -40,7 +41,6 @@ from .engine import read_run_config
 from .final import FINAL_DIR
 from .outputs import plot_progress, ranked
 from .store import StoredTrial, StoreError, open_run_store
-from .strategy import FAILED, OK, REJECTED, STOPPED
 
 REPORT_DIR = "report"
 GRAPHS_DIR = "graphs"
@@ -71,11 +71,11 @@ class RunFacts:
 
     @property
     def successful(self) -> list[StoredTrial]:
-        return [t for t in self.order if t.status == OK and t.score is not None]
+        return [t for t in self.order if t.status == Status.OK and t.score is not None]
 
     @property
     def failures(self) -> Counter:
-        return Counter(t.reason for t in self.trials if t.status == FAILED)
+        return Counter(t.reason for t in self.trials if t.status == Status.FAILED)
 
 
 @dataclass
@@ -239,9 +239,10 @@ def _figures_and_sections(facts: RunFacts, directory: Path, top_k: int,
 def _headline(facts: RunFacts) -> list[str]:
     counts = Counter(t.status if t.done else "unfinished" for t in facts.trials)
     lines = [f"run {facts.run_dir}: task {facts.task}, strategy {facts.strategy}",
-             f"trials: {len(facts.trials)} ({counts[OK]} ok, {counts[FAILED]} failed, "
-             f"{counts[STOPPED]} stopped, "
-             + (f"{counts[REJECTED]} rejected before training, " if counts[REJECTED] else "")
+             f"trials: {len(facts.trials)} ({counts[Status.OK]} ok, "
+             f"{counts[Status.FAILED]} failed, {counts[Status.STOPPED]} stopped, "
+             + (f"{counts[Status.REJECTED]} rejected before training, "
+                if counts[Status.REJECTED] else "")
              + f"{counts['unfinished']} unfinished)"
              + _span(facts.trials)]
     good = facts.successful

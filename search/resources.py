@@ -34,7 +34,7 @@ from einspace.memory import (
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
 
-from .strategy import Proposal
+from .strategies import Proposal
 
 HEADROOM = 0.8
 """Share of a node's schedulable memory the trials may plan to use."""

@@ -31,19 +31,17 @@ from optuna.trial import TrialState
 
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError
+from einspace.tasks.status import Status
 from einspace.text import parse
 
-from .strategy import FAILED, OK, REJECTED, STOPPED, Outcome, Proposal
+from .strategies import Outcome, Proposal
 
 STUDY = "einspace"
 WRITE_FAILED = "cannot write the trial database"
 RECORD, OUTCOME = "trial", "outcome"
-INTERRUPTED = "interrupted"
-LOST = "lost"
-"""An attempt whose worker died (killed, its node lost) and that was run again."""
-_STATES = {OK: TrialState.COMPLETE, FAILED: TrialState.FAIL, STOPPED: TrialState.PRUNED,
-           INTERRUPTED: TrialState.FAIL, LOST: TrialState.FAIL,
-           REJECTED: TrialState.FAIL}
+_STATES = {Status.OK: TrialState.COMPLETE, Status.FAILED: TrialState.FAIL,
+           Status.STOPPED: TrialState.PRUNED, Status.INTERRUPTED: TrialState.FAIL,
+           Status.LOST: TrialState.FAIL, Status.REJECTED: TrialState.FAIL}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -81,7 +79,7 @@ class StoredTrial:
     derivation: Derivation
     origin: str
     proposal: dict
-    status: str | None = None
+    status: Status | None = None
     score: float | None = None
     reason: str = ""
     result: dict = field(default_factory=dict)
@@ -91,7 +89,7 @@ class StoredTrial:
 
     @property
     def done(self) -> bool:
-        return self.status in (OK, FAILED, STOPPED, REJECTED)
+        return self.status in (Status.OK, Status.FAILED, Status.STOPPED, Status.REJECTED)
 
     @property
     def hash(self) -> str:
@@ -165,7 +163,7 @@ class TrialStore:
             self.storage.set_trial_intermediate_value(self._trial_id(number), epoch, score)
 
     @_writing
-    def finish(self, number: int, status: str, score: float, reason: str, result: dict,
+    def finish(self, number: int, status: Status, score: float, reason: str, result: dict,
                tell_seq: int | None) -> None:
         """Record how an attempt ended (``status`` ok, failed, stopped or interrupted): first the
         outcome attribute (one transaction), then the Optuna state."""
@@ -189,10 +187,10 @@ class TrialStore:
         numbers = []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             outcome = trial.user_attrs.get(OUTCOME)
-            if outcome is not None and outcome["status"] != INTERRUPTED:
+            if outcome is not None and outcome["status"] != Status.INTERRUPTED:
                 self._tell(trial.number, outcome)
                 continue
-            self.finish(trial.number, INTERRUPTED, -math.inf,
+            self.finish(trial.number, Status.INTERRUPTED, -math.inf,
                         "the driver stopped before this trial finished; it was run again",
                         {}, None)
             numbers.append(trial.number)
@@ -210,21 +208,22 @@ class TrialStore:
             record = t.user_attrs.get(RECORD)
             if record is None:
                 continue
-            try:
-                derivation = parse(record["derivation"])
-                index = record["index"]
-            except (EinspaceError, KeyError, TypeError) as e:
-                raise StoreError(f"{self.url}: trial {t.number} holds an unreadable "
-                                 f"record: {e}") from None
             outcome = t.user_attrs.get(OUTCOME) or {}
             if t.state == TrialState.RUNNING:
                 outcome = {}
+            try:
+                derivation = parse(record["derivation"])
+                index = record["index"]
+                status = None if outcome.get("status") is None else Status(outcome["status"])
+            except (EinspaceError, KeyError, TypeError, ValueError) as e:
+                raise StoreError(f"{self.url}: trial {t.number} holds an unreadable "
+                                 f"record: {e}") from None
             proposal = {k: v for k, v in record.items()
                         if k not in ("index", "hash", "derivation", "origin")}
             out.append(StoredTrial(
                 number=t.number, index=index, derivation=derivation,
                 origin=record.get("origin", ""), proposal=proposal,
-                status=outcome.get("status"), score=outcome.get("score"),
+                status=status, score=outcome.get("score"),
                 reason=outcome.get("reason", ""), result=outcome.get("result") or {},
                 tell_seq=outcome.get("tell_seq"),
                 started=t.datetime_start.timestamp() if t.datetime_start else None,

@@ -21,7 +21,8 @@ from torch import nn
 from einspace.compiler import build
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
-from einspace.tasks.trainer import OK, train
+from einspace.tasks.status import Status
+from einspace.tasks.trainer import train
 from einspace.text import parse
 
 from .weights import KeeperSpec, serialize_state
@@ -76,7 +77,7 @@ def _keep_weights(keeper: KeeperSpec, index: int, result) -> bool | str:
     a keeper that cannot be reached costs this trial its weights file, never its result."""
     import ray
 
-    if result.status != OK or result.model is None:
+    if result.status != Status.OK or result.model is None:
         return False
     for _ in range(2):
         try:

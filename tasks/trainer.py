@@ -70,9 +70,9 @@ from .compilation import CompiledTraining, CompileRecord
 from .data import CLASSIFICATION, REGRESSION, Split, TaskData
 from .gpu_monitor import GpuMonitor, GpuStats
 from .recipe import Recipe
+from .status import Status
 from .techniques import TrainingTechniques
 
-OK, FAILED, STOPPED = "ok", "failed", "stopped"
 OUT_OF_MEMORY = "out of memory"
 
 
@@ -106,7 +106,7 @@ class TrainResult:
     Results order by quality: ``sorted(results)`` is worst first, every failed result below every
     ``ok``/``stopped`` one (whose order is by ``score``).  ``==`` is identity."""
 
-    status: str
+    status: Status
     score: float
     history: tuple[EpochRecord, ...] = ()
     reason: str = ""
@@ -119,11 +119,18 @@ class TrainResult:
 
     @property
     def ok(self) -> bool:
-        return self.status != FAILED
+        """Whether the run trained to its end (its epochs or its time limit), so its score is a
+        full-budget score; a run stopped early has a score but is not ok."""
+        return self.status == Status.OK
+
+    @property
+    def scored(self) -> bool:
+        """Whether the run has a score at all (ok or stopped early; a failed run has none)."""
+        return self.status != Status.FAILED
 
     @property
     def sort_key(self) -> tuple[int, float]:
-        return (1, self.score) if self.ok else (0, -math.inf)
+        return (1, self.score) if self.scored else (0, -math.inf)
 
     def __lt__(self, other: TrainResult) -> bool:
         return self.sort_key < other.sort_key
@@ -139,7 +146,7 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no model)."""
-        return {"status": self.status, "score": self.score, "reason": self.reason,
+        return {"status": str(self.status), "score": self.score, "reason": self.reason,
                 "epochs_run": self.epochs_run, "seconds": self.seconds, "device": self.device,
                 "history": [asdict(r) for r in self.history], "compile": self.compile.to_dict(),
                 "gpu": self.gpu.to_dict()}
@@ -571,7 +578,7 @@ def _train(model_or_builder, data: TaskData, recipe: Recipe, device: torch.devic
     run = _Run(data, recipe, device, train_feed, eval_feed, metric, eval_split)
 
     history: list[EpochRecord] = []
-    status, reason = OK, ""
+    status, reason = Status.OK, ""
     cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
@@ -593,7 +600,7 @@ def _train(model_or_builder, data: TaskData, recipe: Recipe, device: torch.devic
                 if callback is not None:
                     decision = callback(epoch, {**asdict(record), "elapsed": now - start})
                     if decision is False or decision is STOP:
-                        status = STOPPED
+                        status = Status.STOPPED
                         reason = f"stopped by the callback after epoch {epoch}"
                         break
                 elapsed = time.perf_counter() - start
@@ -603,20 +610,20 @@ def _train(model_or_builder, data: TaskData, recipe: Recipe, device: torch.devic
                               f"{epoch} of {recipe.epochs}")
                     break
         except _Failed as failure:
-            status, reason = FAILED, failure.args[0]
+            status, reason = Status.FAILED, failure.args[0]
         finally:
             run.techniques.detach()
     model = run.model
     compiled = run.compiled.record if run.compiled else CompileRecord(mode=recipe.compile)
     run.model = run.optimizer = run.compiled = None
-    if status == FAILED:
+    if status == Status.FAILED:
         model = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
     elif model is not None:
         model.eval()
     return TrainResult(status=status,
-                       score=history[-1].score if status != FAILED else -math.inf,
+                       score=history[-1].score if status != Status.FAILED else -math.inf,
                        history=tuple(history), reason=reason, epochs_run=len(history),
                        seconds=time.perf_counter() - start, device=str(device),
                        model=model if keep_model else None, compile=compiled)

@@ -364,7 +364,7 @@ def test_sampler_draws_every_terminal():
     seen = Counter()
     samples = 3000
     for i in range(samples):
-        text = str(sampler.sample((1, 24, 24), random.Random(i)))
+        text = str(sampler.sample((1, 24, 24), random.Random(i)).derivation)
         seen.update(name for name in ALL if f"(computation {name})" in text)
     print({name: f"{seen[name] / samples:.1%}" for name in ALL})
     assert all(seen[name] > 0 for name in ALL), seen

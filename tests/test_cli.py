@@ -228,3 +228,31 @@ def test_baseline_default_results_file_matches_the_library():
     from einspace.tasks.baseline import DEFAULT_RESULTS
 
     assert Path(BASELINE_RESULTS) == DEFAULT_RESULTS
+
+
+def search_flags(*argv: str) -> dict:
+    """The config overrides ``einspace search ARGV`` would apply."""
+    from einspace.cli import make_parser
+    from einspace.search.commands import _overrides
+
+    return _overrides(make_parser().parse_args(["search", *argv]))
+
+
+@pytest.mark.parametrize("argv, search", [
+    (["--trials", "5"], {"trials": 5}),
+    (["--time", "30m"], {"time": "30m", "trials": None}),
+    (["--trials", "5", "--time", "2h"], {"time": "2h", "trials": 5}),
+    ([], {}),
+])
+def test_search_trials_and_time_flags_set_the_budget(argv, search):
+    assert search_flags(*argv).get("search", {}) == search
+
+
+@pytest.mark.parametrize("budget, same_as", [("50", ["--trials", "50"]),
+                                             ("2h", ["--time", "2h"])])
+def test_search_budget_flag_is_a_deprecated_alias(capsys, budget, same_as):
+    assert search_flags("--budget", budget) == search_flags(*same_as)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--budget is deprecated" in err and "--trials" in err
+    search_flags(*same_as)
+    assert capsys.readouterr().err == ""

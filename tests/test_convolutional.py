@@ -453,7 +453,7 @@ def sample_counts(grammar, shape, n):
     sampler = einspace.Sampler(grammar)
     counts = Counter()
     for i in range(n):
-        counts.update(leaves(sampler.sample(shape, random.Random(i)), set()))
+        counts.update(leaves(sampler.sample(shape, random.Random(i)).derivation, set()))
     return counts
 
 

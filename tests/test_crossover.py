@@ -57,8 +57,8 @@ def check_child(made: Crossover, parents, shape, budget: Budget) -> None:
 @SETTINGS
 @given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 1_000))
 def test_children_of_random_samples_are_valid_and_record_their_parents(i, j, seed):
-    a = SAMPLER.sample(SHAPE, random.Random(i))
-    b = SAMPLER.sample(SHAPE, random.Random(j))
+    a = SAMPLER.sample(SHAPE, random.Random(i)).derivation
+    b = SAMPLER.sample(SHAPE, random.Random(j)).derivation
     if a == b:
         return
     try:
@@ -73,8 +73,8 @@ def test_children_of_random_samples_are_valid_and_record_their_parents(i, j, see
 def test_random_pairs_almost_always_cross():
     made = 0
     for i in range(30):
-        a = SAMPLER.sample(SHAPE, random.Random(i))
-        b = SAMPLER.sample(SHAPE, random.Random(500 + i))
+        a = SAMPLER.sample(SHAPE, random.Random(i)).derivation
+        b = SAMPLER.sample(SHAPE, random.Random(500 + i)).derivation
         try:
             einspace.recombine(a, b, SHAPE, seed=i, sampler=SAMPLER)
             made += 1

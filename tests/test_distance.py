@@ -34,7 +34,7 @@ IDENT = "(computation identity)"
 
 
 def sample(sampler, shape, seed):
-    return sampler.sample(shape, random.Random(seed))
+    return sampler.sample(shape, random.Random(seed)).derivation
 
 
 # -- canonical form -----------------------------------------------------------------------

@@ -9,17 +9,18 @@ import pytest
 
 import einspace
 from einspace import Budget, Sampler, canonical_hash, parse
-from einspace.search.evolution import Member, RegularisedEvolution
 from einspace.search.loop import DONE, WAIT, SearchLoop
-from einspace.search.strategy import OK, Outcome, Proposal, Strategy
+from einspace.search.strategies import Outcome, Proposal, Strategy
+from einspace.search.strategies.evolution import Member, RegularisedEvolution
+from einspace.tasks.status import Status
 
 SHAPE = (1, 12, 12)
 SEEDS = ["resnet18", "wrn16_4", "vit", "mlp_mixer"]
 
 
 def fake_outcome(trial) -> Outcome:
-    return Outcome(trial.index, trial.proposal.derivation, int(trial.hash[:6], 16) / 2**24, OK,
-                   trial.proposal.choices)
+    return Outcome(trial.index, trial.proposal.derivation, int(trial.hash[:6], 16) / 2**24,
+                   Status.OK, trial.proposal.choices)
 
 
 def run(loop: SearchLoop, workers: int = 2) -> None:
@@ -106,9 +107,9 @@ def test_min_distance_rejects_children_too_close_to_their_parent():
                                min_distance=2.0)
     parents = {}
     for index in range(4):
-        d = sampler.sample((3, 8, 8), random.Random(index))
+        d = sampler.sample((3, 8, 8), random.Random(index)).derivation
         parents[index] = d
-        evo.tell(Outcome(index, d, 0.1 * index, OK))
+        evo.tell(Outcome(index, d, 0.1 * index, Status.OK))
     far = 0
     for k in range(20):
         proposal = evo.ask(10 + k, random.Random(k))

@@ -25,7 +25,8 @@ from einspace.export.to_onnx import pooling_matrix
 from einspace.search.config import resolve
 from einspace.search.engine import load_search_task, prepare_run_dir, read_run_config
 from einspace.search.store import TrialStore, default_url
-from einspace.search.strategy import FAILED, OK, Proposal
+from einspace.search.strategies import Proposal
+from einspace.tasks.status import Status
 from einspace.tasks.trainer import fit_normalizer
 
 SHAPE = (3, 16, 16)
@@ -49,7 +50,7 @@ def sampled():
         seed = 0
         while sum(p[0] == terminal_set for p in picked) < count:
             shape = shapes[seed % 3]
-            d = sampler.sample(shape, random.Random(seed))
+            d = sampler.sample(shape, random.Random(seed)).derivation
             seed += 1
             if d.size < 5 or needs_paper and not PAPER_TERMINALS & words(d):
                 continue
@@ -203,12 +204,13 @@ def run_dir(tmp_path_factory):
     prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"},
                              "search": {"keep_weights": 2}}), run)
     store = TrialStore(default_url(run))
-    outcomes = [(OK, 0.5), (FAILED, -math.inf), (OK, 0.7), (OK, 0.6)]
+    outcomes = [(Status.OK, 0.5), (Status.FAILED, -math.inf), (Status.OK, 0.7), (Status.OK, 0.6)]
     (run / "weights").mkdir()
     for index, (text, (status, score)) in enumerate(zip(ARCHS, outcomes, strict=True)):
         derivation = einspace.parse(text)
         number = store.start(index, Proposal(derivation, "sample"), {})
-        store.finish(number, status, score, "out of memory" if status == FAILED else "", {}, index)
+        store.finish(number, status, score, "out of memory" if status == Status.FAILED else "", {},
+                     index)
         if index in (0, 2):
             torch.manual_seed(100 + index)
             net = einspace.build(derivation, (1, 24, 24), num_classes=9)
@@ -251,7 +253,7 @@ def test_rank_and_trial_choose_the_candidate(run_dir):
     assert chosen.source["rank"] == 3 and chosen.weights["kind"] == "search"
     untrained = from_run(run_dir, trial=1, allow_untrained=True)
     assert untrained.state_dict is None and untrained.weights["kind"] == "untrained"
-    assert untrained.source["status"] == FAILED
+    assert untrained.source["status"] == Status.FAILED
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -285,7 +287,7 @@ def test_run_without_a_successful_trial_or_a_database(tmp_path, capsys):
     assert "no trial database" in error_of(capsys)
     store = TrialStore(default_url(run))
     number = store.start(0, Proposal(einspace.parse(ARCHS[0]), "sample"), {})
-    store.finish(number, FAILED, -math.inf, "diverged", {}, 0)
+    store.finish(number, Status.FAILED, -math.inf, "diverged", {}, 0)
     assert run_cli(run, "--out", tmp_path / "b") == 2
     assert "has no successful trial to export (1 trial(s), 1 failed)" in error_of(capsys)
 

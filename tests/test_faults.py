@@ -30,9 +30,9 @@ from einspace.search.config import resolve
 from einspace.search.engine import prepare_run_dir, read_run_config, run_search
 from einspace.search.faults import describe, killed_actor, memory_kill_reason
 from einspace.search.loop import LoopTrial, SearchLoop
-from einspace.search.random_search import RandomSearch
 from einspace.search.store import StoreError, open_run_store
-from einspace.search.strategy import Outcome
+from einspace.search.strategies import Outcome
+from einspace.search.strategies.random_search import RandomSearch
 
 CONFIG = {
     "task": {"name": "language_lite", "size": "small"},

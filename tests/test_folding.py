@@ -3,9 +3,9 @@ or token group with shared weights (axial attention, local attention groups)."""
 
 import pytest
 import torch
+from flops import measured_flops
 
 import einspace
-from einspace.measure import measured_flops
 
 ATTENTION = ("(branching clone_tensor2 (sequential (branching clone_tensor2 (computation linear16) "
              "(routing identity (computation linear16) permute21) scaled_dot_product) "

@@ -16,6 +16,7 @@ import math
 
 import pytest
 import torch
+from flops import measured_flops
 from torch import nn
 from torch.nn import functional as F
 from training import random_task, train_one_epoch
@@ -23,7 +24,6 @@ from training import random_task, train_one_epoch
 import einspace
 from einspace.blocks import Kind, get
 from einspace.blocks.registry import NO_CONTEXT
-from einspace.measure import measured_flops
 
 MINE = ["hyper_channel_gate", "hyperzzw_local3", "hyperzzw_local5", "hyperzzw_local7", "rgu",
         "hyperzzw_global", "cond_channel_gate", "routed_skip", "parallel_sum2", "parallel_sum4"]

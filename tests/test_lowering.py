@@ -9,6 +9,7 @@ from functools import lru_cache
 
 import pytest
 import torch
+from flops import measured_flops
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -421,9 +422,8 @@ def test_attention_flops_pattern():
 
 
 def test_plain_flop_counter_and_measure_helper_on_lowered_attention():
-    """torch 2.13's FlopCounterMode counts the CPU SDPA kernel as 0; the package's
-    ``einspace.measure.measured_flops`` (when present) adds the formula and agrees with
-    ``annotate``."""
+    """torch 2.13's FlopCounterMode counts the CPU SDPA kernel as 0; the tests' helper
+    ``flops.measured_flops`` adds the formula and agrees with ``annotate``."""
     shape = (3, 28, 28)
     d = einspace.load_seed("vit")
     net = build(d, shape, lower=True)
@@ -432,10 +432,9 @@ def test_plain_flop_counter_and_measure_helper_on_lowered_attention():
     plain = counted_flops(net.backbone, shape)
     assert plain in (expected, expected - attention)
     assert counted_flops(net.backbone, shape, CPU_SDPA) == expected
-    measure = pytest.importorskip("einspace.measure")
     with torch.inference_mode():
-        assert measure.measured_flops(net.backbone, torch.randn(1, *shape)) == expected
-        assert measure.measured_flops(net.backbone, torch.randn(3, *shape)) == 3 * expected
+        assert measured_flops(net.backbone, torch.randn(1, *shape)) == expected
+        assert measured_flops(net.backbone, torch.randn(3, *shape)) == 3 * expected
 
 
 # -- TorchScript ----------------------------------------------------------------------------

@@ -32,8 +32,9 @@ from einspace.search import engine
 from einspace.search.config import resolve
 from einspace.search.engine import prepare_run_dir
 from einspace.search.store import TrialStore, default_url
-from einspace.search.strategy import FAILED, OK, Proposal
+from einspace.search.strategies import Proposal
 from einspace.tasks.data import CLASSIFICATION, Split, TaskData
+from einspace.tasks.status import Status
 from einspace.tasks.unseen_nas import write_unseen_nas
 
 ERROR = "einspace: error: "
@@ -141,6 +142,12 @@ CLI_CASES = [
     (["search", "--config", "quickstart", "--budget", "0"], "at least 1 trial"),
     (["search", "--config", "quickstart", "--budget", "soon"], "search.time"),
     (["search", "--config", "quickstart", "--budget=-5m"], "search.time"),
+    (["search", "--config", "quickstart", "--trials", "0"], "must be at least 1"),
+    (["search", "--config", "quickstart", "--trials", "many"], "is not an integer"),
+    (["search", "--config", "quickstart", "--time", "soon"], "search.time"),
+    (["search", "--config", "quickstart", "--time=-5m"], "search.time"),
+    (["search", "--config", "quickstart", "--budget", "5", "--trials", "3"],
+     "cannot be combined"),
     (["search", "--config", "quickstart", "--workers", "0"], "must be at least 1"),
     (["search", "--config", "quickstart", "--cpus-per-trial", "0"], "positive number"),
     (["search", "--config", "quickstart", "--gpus-per-trial", "-1"], "gpus_per_trial"),
@@ -615,8 +622,9 @@ def test_withheld_test_labels_are_shown(sandbox, tmp_path, capsys, dataset):
 
 # ----------------------------------------------------------------------------- damaged run dirs
 
-RUN_ARCHS = [("(computation linear16)", OK, 0.5), ("(computation norm)", FAILED, -math.inf),
-             ("(sequential (computation linear32) (computation leakyrelu))", OK, 0.7)]
+RUN_ARCHS = [("(computation linear16)", Status.OK, 0.5),
+             ("(computation norm)", Status.FAILED, -math.inf),
+             ("(sequential (computation linear32) (computation leakyrelu))", Status.OK, 0.7)]
 
 
 @pytest.fixture(scope="module")
@@ -631,8 +639,9 @@ def good_run(tmp_path_factory, dataset) -> Path:
     for index, (text, status, score) in enumerate(RUN_ARCHS):
         derivation = einspace.parse(text)
         number = store.start(index, Proposal(derivation, "sample"), {})
-        store.finish(number, status, score, "diverged" if status == FAILED else "", {}, index)
-        if status == OK:
+        store.finish(number, status, score, "diverged" if status == Status.FAILED else "", {},
+                     index)
+        if status == Status.OK:
             net = einspace.build(derivation, (1, 8, 8), num_classes=3)
             torch.save(net.state_dict(), run / "weights" / f"trial-{index}.pt")
     return run

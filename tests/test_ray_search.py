@@ -231,7 +231,7 @@ def test_failures_are_recorded_and_the_search_completes(tmp_path):
     (["--resume", "."], "not a search run directory"),
     (["--resume", "x", "--task", "mnist1d"], "cannot change it"),
     (["--budget", "5x"], "search.time must be"),
-    (["--task", "no_such_task", "--budget", "2"], "unknown task"),
+    (["--task", "no_such_task", "--trials", "2"], "unknown task"),
 ])
 @pytest.mark.slow
 def test_search_command_errors_are_one_line(args, message):

@@ -16,7 +16,7 @@ from einspace.search.config import resolve
 from einspace.search.engine import prepare_run_dir
 from einspace.search.report_figures import paper_usage, pareto_front, terminal_uses
 from einspace.search.store import TrialStore, default_url
-from einspace.search.strategy import Proposal
+from einspace.search.strategies import Proposal
 
 SHAPE = (1, 24, 24)  # language_lite
 SAMPLER = einspace.Sampler(budget=einspace.Budget(max_params=30_000, max_nodes=30, max_depth=7))
@@ -28,7 +28,7 @@ def make_run(run_dir, outcomes):
     prepare_run_dir(resolve({"task": {"name": "language_lite", "size": "small"}}), run_dir)
     store = TrialStore(default_url(run_dir))
     for index, (status, score, reason) in enumerate(outcomes):
-        d = SAMPLER.sample(SHAPE, random.Random(index))
+        d = SAMPLER.sample(SHAPE, random.Random(index)).derivation
         cost = einspace.count(d, SHAPE, num_classes=9)
         number = store.start(index, Proposal(d, "sample"), {"params": cost.params,
                                                              "flops": cost.flops})

@@ -7,7 +7,8 @@ import pytest
 
 from einspace.errors import ConfigError
 from einspace.search.config import (
-    DEFAULTS,
+    SEARCH_DEFAULTS,
+    default_config,
     load_config,
     merge_user,
     parse_duration,
@@ -29,7 +30,8 @@ def test_defaults_resolve():
     assert config.space.budget.max_params == 25_000_000
     # the defaults themselves are never modified by resolving
     resolve({"search": {"workers": 5}, "evolution": {"seeds": "mlp"}})
-    assert DEFAULTS["search"]["workers"] == 2 and DEFAULTS["evolution"]["seeds"] == ["resnet18"]
+    assert SEARCH_DEFAULTS["search"]["workers"] == 2
+    assert default_config()["evolution"]["seeds"] == ["resnet18"]
 
 
 def test_overrides_and_resolved_round_trip():

@@ -10,10 +10,11 @@ import random
 import pytest
 
 from einspace import Budget, Sampler, canonical_hash, load_grammar
-from einspace.search.evolution import RegularisedEvolution
 from einspace.search.loop import DONE, WAIT, LoopTrial, SearchLoop
-from einspace.search.random_search import RandomSearch
-from einspace.search.strategy import FAILED, OK, Outcome, Strategy
+from einspace.search.strategies import Outcome, Strategy
+from einspace.search.strategies.evolution import RegularisedEvolution
+from einspace.search.strategies.random_search import RandomSearch
+from einspace.tasks.status import Status
 
 SHAPE = (3, 8, 8)
 SAMPLER = Sampler(budget=Budget(max_params=50_000, max_nodes=40, max_depth=10))
@@ -27,8 +28,8 @@ def outcome(trial: LoopTrial) -> Outcome:
     """Score from the hash; about one trial in five fails."""
     value = int(trial.hash[:8], 16)
     if value % 5 == 0:
-        return Outcome(trial.index, trial.proposal.derivation, -math.inf, FAILED)
-    return Outcome(trial.index, trial.proposal.derivation, value / 2**32, OK,
+        return Outcome(trial.index, trial.proposal.derivation, -math.inf, Status.FAILED)
+    return Outcome(trial.index, trial.proposal.derivation, value / 2**32, Status.OK,
                    trial.proposal.choices)
 
 
@@ -120,7 +121,7 @@ def test_stop_prevents_new_proposals():
 # -- duplicates and exhaustion ----------------------------------------------------------------
 
 def all_tiny_hashes() -> set[str]:
-    return {TINY.sample(TINY_SHAPE, random.Random(k)).hash for k in range(400)}
+    return {TINY.sample(TINY_SHAPE, random.Random(k)).derivation.hash for k in range(400)}
 
 
 @pytest.mark.parametrize("make", [lambda: RandomSearch(TINY, TINY_SHAPE),
@@ -131,7 +132,8 @@ def test_duplicates_are_never_handed_out_and_exhaustion_ends_the_search(make):
     assert len(space) == 6
     # the six texts build three networks: norm twice, norm, and the identity (written as
     # identity routings, identity chains, ...); each network is trained once
-    networks = {canonical_hash(TINY.sample(TINY_SHAPE, random.Random(k))) for k in range(400)}
+    networks = {canonical_hash(TINY.sample(TINY_SHAPE, random.Random(k)).derivation)
+                for k in range(400)}
     assert len(networks) == 3
     loop = SearchLoop(make(), seed=1, max_trials=50, lag=2, max_duplicate_draws=40)
     simulate(loop, workers=2, order=random.Random(3))

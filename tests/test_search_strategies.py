@@ -13,11 +13,12 @@ import pytest
 import einspace
 from einspace import Budget, Sampler
 from einspace.errors import ConfigError
-from einspace.search.evolution import RegularisedEvolution
 from einspace.search.loop import DONE, WAIT, SearchLoop
-from einspace.search.optuna_strategy import OptunaStrategy
-from einspace.search.random_search import RandomSearch
-from einspace.search.strategy import FAILED, OK, STOPPED, Outcome, Proposal, Strategy
+from einspace.search.strategies import Outcome, Proposal, Strategy
+from einspace.search.strategies.evolution import RegularisedEvolution
+from einspace.search.strategies.optuna_strategy import OptunaStrategy
+from einspace.search.strategies.random_search import RandomSearch
+from einspace.tasks.status import Status
 
 SHAPE = (3, 8, 8)
 SAMPLER = Sampler(budget=Budget(max_params=50_000, max_nodes=40, max_depth=10))
@@ -29,7 +30,7 @@ def score_of(derivation) -> float:
 
 
 def ok(index: int, derivation, score: float | None = None, choices=None) -> Outcome:
-    return Outcome(index, derivation, score_of(derivation) if score is None else score, OK,
+    return Outcome(index, derivation, score_of(derivation) if score is None else score, Status.OK,
                    choices or {})
 
 
@@ -44,7 +45,7 @@ def run_sequential(loop: SearchLoop, outcome=outcome_for) -> None:
 
 
 def sample(seed: int):
-    return SAMPLER.sample(SHAPE, random.Random(seed))
+    return SAMPLER.sample(SHAPE, random.Random(seed)).derivation
 
 
 def assert_valid(derivation) -> None:
@@ -91,7 +92,8 @@ def test_random_search_proposals_are_valid_samples():
         assert trial.proposal.parents == ()
         assert_valid(trial.proposal.derivation)
     # trial n is the sampler's draw from the loop's per-trial stream
-    assert loop.trials[4].proposal.derivation == SAMPLER.sample(SHAPE, random.Random("3/4"))
+    drawn = SAMPLER.sample(SHAPE, random.Random("3/4")).derivation
+    assert loop.trials[4].proposal.derivation == drawn
 
 
 def test_random_search_is_repeatable_per_seed():
@@ -142,21 +144,22 @@ def test_evolution_samples_then_mutates_population_members():
 def test_evolution_population_is_bounded_fifo_and_skips_unusable_results():
     evo = RegularisedEvolution(SAMPLER, SHAPE, population_size=4, tournament_size=2)
     rng = random.Random(5)
-    statuses = [OK, FAILED, OK, STOPPED, OK, OK, OK, FAILED, OK, OK, OK]
+    statuses = [Status.OK, Status.FAILED, Status.OK, Status.STOPPED, Status.OK, Status.OK,
+                Status.OK, Status.FAILED, Status.OK, Status.OK, Status.OK]
     usable: list[int] = []
     for index, status in enumerate(statuses):
         d = sample(100 + index)
-        score = -math.inf if status == FAILED else rng.random()
+        score = -math.inf if status == Status.FAILED else rng.random()
         evo.tell(Outcome(index, d, score, status))
-        if status == OK:
+        if status == Status.OK:
             usable.append(index)
         members = [m.index for m in evo.population]
         assert len(members) <= 4
         assert members == usable[-4:]
     # an ok status with a non-finite score is not a usable score either
     before = list(evo.population)
-    evo.tell(Outcome(len(statuses), sample(7), math.nan, OK))
-    evo.tell(Outcome(len(statuses) + 1, sample(8), -math.inf, OK))
+    evo.tell(Outcome(len(statuses), sample(7), math.nan, Status.OK))
+    evo.tell(Outcome(len(statuses) + 1, sample(8), -math.inf, Status.OK))
     assert list(evo.population) == before
     assert all(m.index not in (1, 3, 7) for m in evo.population)
 
@@ -209,7 +212,7 @@ def test_evolution_from_seeds_protocol():
     assert early.derivation != seeds[early.parents[0]][1]
     assert_valid(early.derivation)
     evo.tell(ok(0, seeds[0][1], 0.4))
-    evo.tell(Outcome(1, seeds[1][1], -math.inf, FAILED))
+    evo.tell(Outcome(1, seeds[1][1], -math.inf, Status.FAILED))
     assert len(evo.population) == 0  # filled only once every seed has a result
     evo.tell(ok(2, seeds[2][1], 0.6))
     # population_size copies cycling over the seeds that trained, in index order
@@ -229,7 +232,7 @@ def test_evolution_falls_back_to_sampling_when_all_seeds_fail():
     evo = RegularisedEvolution(SAMPLER, SHAPE, population_size=4, tournament_size=2,
                                seeds=seeds)
     for k, (_, derivation) in enumerate(seeds):
-        evo.tell(Outcome(k, derivation, -math.inf, FAILED))
+        evo.tell(Outcome(k, derivation, -math.inf, Status.FAILED))
     assert len(evo.population) == 0
     for index in range(3, 8):
         proposal = evo.ask(index, random.Random(index))
@@ -367,7 +370,7 @@ def test_optuna_proposals_are_valid_and_record_their_draws():
         assert_valid(proposal.derivation)
         # the draws are every decision: replaying them rebuilds the same derivation
         replay = Replay(draws)
-        assert SAMPLER.sample(SHAPE, replay) == proposal.derivation
+        assert SAMPLER.sample(SHAPE, replay).derivation == proposal.derivation
         assert replay.draws == []
     assert strategy.state() == {"observed": 11}  # lag 1: the last result is never needed
 
@@ -377,11 +380,11 @@ def test_optuna_tell_adds_only_usable_results():
     p = strategy.ask(0, random.Random(0))
     q = strategy.ask(1, random.Random(1))
     assert strategy.state() == {"observed": 0}
-    strategy.tell(Outcome(0, p.derivation, 0.5, OK, p.choices))
+    strategy.tell(Outcome(0, p.derivation, 0.5, Status.OK, p.choices))
     assert strategy.state() == {"observed": 1}
-    strategy.tell(Outcome(1, q.derivation, -math.inf, FAILED, q.choices))
-    strategy.tell(Outcome(1, q.derivation, 0.2, STOPPED, q.choices))
-    strategy.tell(Outcome(1, q.derivation, 0.2, OK, {}))  # no draws: nothing to learn
+    strategy.tell(Outcome(1, q.derivation, -math.inf, Status.FAILED, q.choices))
+    strategy.tell(Outcome(1, q.derivation, 0.2, Status.STOPPED, q.choices))
+    strategy.tell(Outcome(1, q.derivation, 0.2, Status.OK, {}))  # no draws: nothing to learn
     assert strategy.state() == {"observed": 1}
     trial = strategy.study.get_trials(deepcopy=False)[-1]
     assert trial.value == 0.5
@@ -400,7 +403,7 @@ def test_optuna_replayed_tells_give_the_same_next_proposal():
     def record(trial):
         outcome = outcome_for(trial)
         if trial.index % 5 == 3:
-            outcome = Outcome(trial.index, outcome.derivation, -math.inf, FAILED,
+            outcome = Outcome(trial.index, outcome.derivation, -math.inf, Status.FAILED,
                               outcome.choices)
         outcomes.append(outcome)
         return outcome

@@ -5,10 +5,10 @@ import warnings
 
 import pytest
 import torch
+from flops import flop_counter
 
 from einspace.blocks import Kind, terminals
 from einspace.blocks.registry import NO_CONTEXT, Context, mode_of, numel
-from einspace.measure import flop_counter
 
 IMAGE_SHAPES = [(3, 8, 8), (4, 6, 10), (2, 1, 1), (8, 16, 4), (2, 16, 18), (16, 8, 8), (32, 4, 4)]
 TOKEN_SHAPES = [(6, 8), (16, 4), (1, 3), (16, 32), (64, 16), (9, 24)]

@@ -344,7 +344,7 @@ def sampled_counts(shape, samples=2000):
     rng = random.Random(0)
     counts = Counter()
     for _ in range(samples):
-        d = sampler.sample(shape, rng)
+        d = sampler.sample(shape, rng).derivation
         counts.update({node for _, node in d.walk() if isinstance(node, str)} & set(NAMES))
     return counts
 

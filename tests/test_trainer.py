@@ -13,6 +13,7 @@ from einspace.blocks.progress import PROGRESS_BUFFER, progress_buffer
 from einspace.errors import ConfigError
 from einspace.tasks.data import CLASSIFICATION, REGRESSION, Split, TaskData
 from einspace.tasks.recipe import Recipe
+from einspace.tasks.status import Status
 from einspace.tasks.trainer import (
     OUT_OF_MEMORY,
     STOP,
@@ -200,6 +201,21 @@ def test_callback_can_stop_and_sees_metrics():
     assert {"epoch", "train_loss", "score", "seconds", "lr", "elapsed"} <= set(seen[0][1])
     result = train(mlp, classification_task(), FAST, callback=lambda e, m: False)
     assert result.status == "stopped" and result.epochs_run == 1
+
+
+def test_ok_means_trained_to_the_end_and_a_stopped_run_still_ranks_by_score():
+    """``ok`` is a full-budget result; a run stopped early is not ok, but it has a score and
+    ranks among the scored results, above every failed one."""
+    done = TrainResult(Status.OK, 0.4)
+    stopped = TrainResult(Status.STOPPED, 0.6)
+    failed = TrainResult(Status.FAILED, -math.inf)
+    assert done.ok and not stopped.ok and not failed.ok
+    assert done.scored and stopped.scored and not failed.scored
+    assert sorted([stopped, failed, done]) == [failed, done, stopped]
+    assert TrainResult("ok", 0.1).ok, "a status read back as plain text is the same status"
+    result = train(mlp, classification_task(), FAST, callback=lambda e, m: False)
+    assert result.status == Status.STOPPED and result.scored and not result.ok
+    assert train(mlp, classification_task(), FAST.with_overrides(epochs=1)).ok
 
 
 def test_time_budget_stops_after_the_epoch_that_exceeds_it():

@@ -231,25 +231,26 @@ def _choose(run: Path, trials: list, rank: int | None, trial: int | None,
             allow_untrained: bool):
     """(the trial, its rank among the successful trials or None)."""
     from einspace.search.outputs import ranked
-    from einspace.search.strategy import OK
+    from einspace.tasks.status import Status
 
     if trial is not None:
         chosen = next((t for t in trials if t.index == trial), None)
         if chosen is None:
             known = f"0 to {max(t.index for t in trials)}" if trials else "none yet"
             raise ExportError(f"{run} has no trial {trial} (its trial indices: {known})")
-        if chosen.status != OK and not allow_untrained:
-            state = {"failed": f"failed ({chosen.reason})", "stopped": "was stopped early",
+        if chosen.status != Status.OK and not allow_untrained:
+            state = {Status.FAILED: f"failed ({chosen.reason})",
+                     Status.STOPPED: "was stopped early",
                      None: "has not finished"}.get(chosen.status, f"is {chosen.status}")
             raise ExportError(f"trial {trial} of {run} {state}, so it has no trained weights; "
                               f"--allow-untrained exports its architecture with random "
                               f"initial weights")
-        order = [t.index for t in ranked(trials) if t.status == OK]
+        order = [t.index for t in ranked(trials) if t.status == Status.OK]
         return chosen, order.index(trial) + 1 if trial in order else None
-    successful = [t for t in ranked(trials) if t.status == OK]
+    successful = [t for t in ranked(trials) if t.status == Status.OK]
     k = rank or 1
     if not successful:
-        failed = sum(t.status == "failed" for t in trials)
+        failed = sum(t.status == Status.FAILED for t in trials)
         raise ExportError(f"{run} has no successful trial to export ({len(trials)} trial(s), "
                           f"{failed} failed)")
     if k > len(successful):

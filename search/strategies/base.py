@@ -15,12 +15,13 @@ import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from einspace.derivation import Derivation
+from einspace.sampler import Sampler
+from einspace.tasks.status import Status
 
-OK, FAILED, STOPPED = "ok", "failed", "stopped"
-REJECTED = "rejected"
-"""Never launched: screened out before training (it would not fit the memory a trial has)."""
+from .settings import StrategySettings
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,41 @@ class Outcome:
     index: int
     derivation: Derivation
     score: float
-    status: str
+    status: Status
     choices: dict = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
         """Whether the score is a full-budget score a strategy may compare with others."""
-        return self.status == OK and math.isfinite(self.score)
+        return self.status == Status.OK and math.isfinite(self.score)
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a search knows when it builds its strategy: the grammar sampler of its space and
+    the task's input shape (the strategy's own settings come separately, typed)."""
+
+    sampler: Sampler
+    input_shape: tuple[int, ...]
 
 
 class Strategy(ABC):
-    """Proposes candidates and learns from their outcomes."""
+    """Proposes candidates and learns from their outcomes.
 
-    name: str = ""
+    A subclass registered with :func:`~einspace.search.strategies.registry.register` declares
+    all the search needs to offer it: ``name`` (``search.strategy`` in a config, ``--strategy``
+    on the command line), ``Settings`` (its typed config section, named like the strategy; None
+    for a strategy without settings) and :meth:`create`."""
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type[StrategySettings] | None] = None
+
+    @classmethod
+    def create(cls, settings: StrategySettings | None, context: StrategyContext) -> Strategy:
+        """The strategy a search with these settings uses; one without settings only needs the
+        sampler and the input shape."""
+        del settings
+        return cls(context.sampler, context.input_shape)
 
     @abstractmethod
     def ask(self, index: int, rng: random.Random) -> Proposal:

@@ -6,9 +6,11 @@ import random
 
 from einspace.sampler import Sampler
 
-from .strategy import Proposal, Strategy
+from .base import Proposal, Strategy
+from .registry import register
 
 
+@register
 class RandomSearch(Strategy):
     """Samples each candidate afresh; the best of the budget wins."""
 
@@ -19,4 +21,4 @@ class RandomSearch(Strategy):
         self.input_shape = tuple(input_shape)
 
     def ask(self, index: int, rng: random.Random) -> Proposal:
-        return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
+        return Proposal(self.sampler.sample(self.input_shape, rng).derivation, "sample")

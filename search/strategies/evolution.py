@@ -34,18 +34,86 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from einspace.analysis import annotate
 from einspace.derivation import Derivation
-from einspace.errors import ConfigError, SamplingError
+from einspace.errors import ConfigError, EinspaceError, SamplingError
 from einspace.mutation import mutate
 from einspace.recombination import recombine
 from einspace.sampler import Sampler
+from einspace.seeds import load_seed, seed_names
+from einspace.text import parse
 from einspace.tree_distance import normalised_distance, tree_distance
 
-from .strategy import Outcome, Proposal, Strategy
+from ..checks import check_integer, check_number
+from .base import Outcome, Proposal, Strategy, StrategyContext
+from .registry import register
+from .settings import StrategySettings
 
 NEAR_DUPLICATE_DRAWS = 10
+
+
+@dataclass
+class EvolutionSettings(StrategySettings):
+    """The ``evolution:`` section of a search config (see the module docstring)."""
+
+    population_size: int = 100
+    tournament_size: int = 10
+    seeds: list[str] = field(default_factory=lambda: ["resnet18"])
+    """Shipped seed names or derivation texts; one name alone may be given as a string."""
+    crossover_rate: float = 0.0
+    novelty_weight: float = 0.0
+    min_distance: float = 0.0
+
+    def check(self, section: str) -> None:
+        check_integer(f"{section}.population_size", self.population_size, 1)
+        check_integer(f"{section}.tournament_size", self.tournament_size, 1)
+        check_number(f"{section}.crossover_rate", self.crossover_rate, 0.0)
+        if self.crossover_rate > 1:
+            raise ConfigError(f"{section}.crossover_rate must be at most 1, got "
+                              f"{self.crossover_rate!r}")
+        check_number(f"{section}.novelty_weight", self.novelty_weight, 0.0)
+        check_number(f"{section}.min_distance", self.min_distance, 0.0)
+        if isinstance(self.seeds, str):
+            self.seeds = [self.seeds]
+        if self.seeds is None:
+            self.seeds = []
+        if not isinstance(self.seeds, list) or not all(isinstance(x, str) for x in self.seeds):
+            raise ConfigError(f"{section}.seeds must be a list of seed names or derivation "
+                              f"texts")
+        for k, spec in enumerate(self.seeds):
+            _check_seed(f"{section}.seeds[{k}]", spec)
+
+
+def _check_seed(key: str, spec: str) -> None:
+    """A seed is a shipped seed's name or derivation text that parses, found before the task is
+    loaded (whether it fits the task's input shape is checked once that is known)."""
+    if spec in seed_names():
+        return
+    if not spec.lstrip().startswith("("):
+        raise ConfigError(f"{key} = {spec!r} is neither a shipped seed "
+                          f"({', '.join(seed_names())}) nor derivation text")
+    try:
+        parse(spec)
+    except EinspaceError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def resolve_seeds(specs: list[str], input_shape: tuple[int, ...]) -> list[tuple[str, Derivation]]:
+    """Checked seed specs as (label, derivation), each checked against the task's input shape."""
+    seeds = []
+    for k, spec in enumerate(specs):
+        _check_seed(f"evolution.seeds[{k}]", spec)
+        label, derivation = (spec, load_seed(spec)) if spec in seed_names() \
+            else (f"text{k}", parse(spec))
+        try:
+            annotate(derivation, input_shape)
+        except Exception as e:
+            raise ConfigError(f"evolution.seeds[{k}] ({label}) does not fit the task's input "
+                              f"shape {input_shape}: {e}") from None
+        seeds.append((label, derivation))
+    return seeds
 
 
 @dataclass(frozen=True)
@@ -57,10 +125,21 @@ class Member:
     score: float
 
 
+@register
 class RegularisedEvolution(Strategy):
     """Tournament selection, subtree-resampling mutation, removal of the oldest member."""
 
     name = "evolution"
+    Settings = EvolutionSettings
+
+    @classmethod
+    def create(cls, settings: EvolutionSettings, context: StrategyContext) -> RegularisedEvolution:
+        return cls(context.sampler, context.input_shape,
+                   population_size=settings.population_size,
+                   tournament_size=settings.tournament_size,
+                   seeds=resolve_seeds(settings.seeds, context.input_shape),
+                   crossover_rate=settings.crossover_rate,
+                   novelty_weight=settings.novelty_weight, min_distance=settings.min_distance)
 
     def __init__(self, sampler: Sampler, input_shape: tuple[int, ...], *,
                  population_size: int = 100, tournament_size: int = 10,
@@ -171,7 +250,7 @@ class RegularisedEvolution(Strategy):
         return Member(index, self.seeds[index][1], float("nan"))
 
     def _sample(self, rng: random.Random) -> Proposal:
-        return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
+        return Proposal(self.sampler.sample(self.input_shape, rng).derivation, "sample")
 
 
 def _novelty(position: int, drawn: list[Member]) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 import optuna
 from optuna.distributions import FloatDistribution
@@ -29,7 +30,10 @@ from optuna.trial import TrialState
 
 from einspace.sampler import Sampler
 
-from .strategy import Outcome, Proposal, Strategy
+from ..checks import check_choice
+from .base import Outcome, Proposal, Strategy, StrategyContext
+from .registry import register
+from .settings import StrategySettings
 
 SAMPLERS = ("tpe", "random")
 _UNIT = FloatDistribution(0.0, 1.0)
@@ -50,10 +54,27 @@ class _TrialDraws:
         return value
 
 
+@dataclass
+class OptunaSettings(StrategySettings):
+    """The ``optuna:`` section of a search config."""
+
+    sampler: str = "tpe"
+    """The Optuna sampler that draws the decisions: ``tpe`` or ``random``."""
+
+    def check(self, section: str) -> None:
+        check_choice(f"{section}.sampler", self.sampler, SAMPLERS)
+
+
+@register
 class OptunaStrategy(Strategy):
     """Grammar decisions proposed by an Optuna sampler that learns from the scores."""
 
     name = "optuna"
+    Settings = OptunaSettings
+
+    @classmethod
+    def create(cls, settings: OptunaSettings, context: StrategyContext) -> OptunaStrategy:
+        return cls(context.sampler, context.input_shape, kind=settings.sampler)
 
     def __init__(self, sampler: Sampler, input_shape: tuple[int, ...], *, kind: str = "tpe"):
         if kind not in SAMPLERS:
@@ -69,7 +90,7 @@ class OptunaStrategy(Strategy):
                               else optuna.samplers.RandomSampler(seed=seed))
         trial = self.study.ask()
         draws = _TrialDraws(trial)
-        derivation = self.grammar_sampler.sample(self.input_shape, draws)
+        derivation = self.grammar_sampler.sample(self.input_shape, draws).derivation
         # The asked trial only carried the sampling; the result arrives through tell().
         self.study.tell(trial, state=TrialState.FAIL)
         return Proposal(derivation, "optuna", choices={"draws": draws.draws})

@@ -1,5 +1,5 @@
-"""Measure a built module's FLOPs with ``torch.utils.flop_counter``, the convention the symbolic
-counts follow.
+"""Test helper: measure a built module's FLOPs with ``torch.utils.flop_counter``, the convention
+the symbolic counts follow, to check those counts against.
 
 ``FlopCounterMode`` has no formula for the fused CPU attention kernel
 (``_scaled_dot_product_flash_attention_for_cpu``) and silently counts it as zero; we give it the
