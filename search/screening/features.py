@@ -6,7 +6,8 @@ the tree's depth and size, the network's parameters, FLOPs and activations for t
 (log-scaled, since they span orders of magnitude), and every proxy with a flag for a failed one.
 
 The columns are fixed when a :class:`FeatureSpace` is made (from the terminals registered then),
-so every vector of one search lines up; a terminal registered later is not counted.
+so every vector of one search lines up; a terminal or production registered later is not
+counted.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import numpy as np
 
 from einspace.analysis import annotate
 from einspace.blocks.registry import Kind, terminals
-from einspace.derivation import PRODUCTIONS, Derivation
+from einspace.derivation import Derivation
+from einspace.productions import child_slots, names
 from einspace.proxies import ProxyScores
-from einspace.structure import child_slots
 
 SIZE_COLUMNS = ("depth", "tree_nodes", "built_nodes", "log_params", "log_flops",
                 "log_activations")
@@ -32,7 +33,7 @@ class FeatureSpace:
     def __init__(self, input_shape: Sequence[int], proxies: Sequence[str]):
         self.input_shape = tuple(input_shape)
         self.proxies = tuple(proxies)
-        counted = [f"production:{p}" for p in PRODUCTIONS]
+        counted = [f"production:{p}" for p in names()]
         counted += [f"{kind.value}:{t.name}" for kind in Kind for t in terminals(kind)]
         self.names: tuple[str, ...] = (
             tuple(counted) + SIZE_COLUMNS + tuple(f"proxy:{p}" for p in self.proxies)
