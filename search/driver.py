@@ -79,7 +79,7 @@ class SearchDriver:
         return {"index": item.index, "derivation": item.proposal.derivation.text,
                 "seed": self.config.seed,
                 "threads": max(1, math.floor(self.config.search["cpus_per_trial"])),
-                "memory": self.screen.request(item.proposal) if self.screen else None}
+                "memory": self.screen.request() if self.screen else None}
 
     def _launch(self, trial_id: str, item: LoopTrial) -> None:
         number = self.store.start(item.index, item.proposal, self._cost(item))

@@ -12,8 +12,9 @@ per-trial budget:
 * a size (``6GB``) fixes it; ``off`` disables the screen.
 
 A candidate over the budget is *rejected*: recorded with its estimate, never launched, not
-counted against the trial budget.  The rest ask Ray for their estimate as the ``memory``
-resource, so the scheduler never packs more onto a node than it holds.  Unless the config sets
+counted against the trial budget.  The rest all ask Ray for the budget as the ``memory``
+resource (one slot size, so Tune can reuse their worker processes), so the scheduler never packs
+more onto a node than it holds.  Unless the config sets
 ``budget.max_activations``, the sampler's activation budget is derived from the same figure, so
 most proposals fit in the first place.
 """
@@ -96,13 +97,12 @@ class MemoryScreen:
                 f"{self.recipe.batch_size}, over the per-trial memory budget of "
                 f"{format_bytes(self.budget)} (search.memory_per_trial)")
 
-    def request(self, proposal: Proposal) -> int | None:
-        """The ``memory`` resource a launched trial asks Ray for (bytes); none with the screen
-        off, since an estimate above every node's memory would leave the trial pending
-        forever."""
-        if self.budget is None:
-            return None
-        return min(self.estimate(proposal).total, self.budget)
+    def request(self) -> int | None:
+        """The ``memory`` resource every launched trial asks Ray for (bytes): the budget, the
+        same for all, because Tune reuses a finished trial's worker process only for a trial
+        with the same resource request; per-trial estimates made every trial start a fresh
+        process (importing torch, fetching the task: seconds each).  None with the screen off."""
+        return self.budget
 
 
 def trial_resources(config: dict, *, cpus: float, gpus: float):

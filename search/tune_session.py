@@ -20,6 +20,7 @@ from einspace.tasks.recipe import Recipe
 from .config import SearchConfig
 from .driver import SearchDriver
 from .faults import describe, is_memory_kill
+from .idle_actors import keep_idle_actors
 from .loop import DONE
 from .resources import trial_resources
 from .run_dir import RunDir
@@ -178,4 +179,5 @@ def fit_session(driver: SearchDriver, config: SearchConfig, recipe: Recipe, data
                                   failure_config=tune.FailureConfig(
                                       max_failures=search["retries"]),
                                   callbacks=[registry]))
-    tuner.fit()
+    with keep_idle_actors(workers):
+        tuner.fit()
