@@ -18,6 +18,7 @@ search:
   storage: null               # database URL; sqlite file in the run directory otherwise
   keep_weights: 3             # trained weights kept for the best K trials
   memory_per_trial: auto      # memory budget per trial: auto (from the Ray nodes), 6GB, or off
+  time_per_trial: auto        # training-time share per trial: auto (from search.time), 90s, or off
 evolution:
   population_size: 100
   tournament_size: 10
@@ -64,7 +65,8 @@ SEARCH_DEFAULTS: dict = {
     "search": {"strategy": "evolution", "trials": 200, "time": None, "workers": 2,
                "ordering": "deterministic", "cpus_per_trial": 1, "gpus_per_trial": 0,
                "retries": 1, "scheduler": "none", "grace_epochs": 1, "address": None,
-               "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
+               "storage": None, "keep_weights": 3, "memory_per_trial": "auto",
+               "time_per_trial": "auto"},
     "training": {},
     "final": {"top_k": 1, "epochs": None},
     "grammar": {},
@@ -112,8 +114,9 @@ class SearchConfig:
         return copy.deepcopy(self.raw)
 
 
-def parse_duration(value) -> float | None:
-    """Seconds from ``3600``, ``"90s"``, ``"30m"``, ``"2h"`` (None stays None)."""
+def parse_duration(value, key: str = "search.time") -> float | None:
+    """Seconds from ``3600``, ``"90s"``, ``"30m"``, ``"2h"`` (None stays None); errors name
+    ``key``."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
@@ -121,7 +124,7 @@ def parse_duration(value) -> float | None:
         return float(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"search.time must be a positive number of seconds or like '90m', "
+        raise ConfigError(f"{key} must be a positive number of seconds or like '90m', "
                           f"'2h'; got {value!r}")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
@@ -243,6 +246,10 @@ def _check(raw: dict) -> dict[str, StrategySettings]:
     check_number("search.cpus_per_trial", s["cpus_per_trial"], 0.0, strict=True)
     if s["memory_per_trial"] not in ("auto", "off", None):
         parse_bytes(s["memory_per_trial"], "search.memory_per_trial")
+    if s["time_per_trial"] is None or s["time_per_trial"] is False:
+        s["time_per_trial"] = "off"  # YAML 1.1 reads a bare `off` as false
+    if s["time_per_trial"] not in ("auto", "off"):
+        s["time_per_trial"] = parse_duration(s["time_per_trial"], "search.time_per_trial")
     if s["address"] is not None:
         if not isinstance(s["address"], str) or not s["address"]:
             raise ConfigError(f"search.address must be host:port, 'local' or null, got "

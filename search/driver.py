@@ -26,6 +26,7 @@ from .resources import MemoryScreen
 from .run_dir import RunDir
 from .store import TrialStore
 from .strategies import Outcome
+from .time_budget import TimeScreen
 
 COLLATERAL_LIMIT = 5
 """How often a trial may be cut short by Tune stopping for *another* worker's death (a
@@ -38,7 +39,7 @@ class SearchDriver:
 
     def __init__(self, config: SearchConfig, run: RunDir, loop: SearchLoop, store: TrialStore,
                  data: TaskData, progress: Progress, elapsed_before: float,
-                 screen: MemoryScreen | None = None):
+                 screen: MemoryScreen | None = None, time_screen: TimeScreen | None = None):
         self.config = config
         self.run = run
         self.loop = loop
@@ -46,6 +47,7 @@ class SearchDriver:
         self.data = data
         self.progress = progress
         self.screen = screen
+        self.time_screen = time_screen
         self.time_budget = config.search["time"]
         self.elapsed_before = elapsed_before
         self.started = time.time()
@@ -146,6 +148,8 @@ class SearchDriver:
         outcome = Outcome(index, trial.proposal.derivation, score, status,
                           trial.proposal.choices)
         tell_seq = self.loop.finish(index, outcome)
+        if self.time_screen is not None:
+            self.time_screen.observe(index, trial.proposal, info)
         self.store.finish(number, status, score, reason, info, tell_seq)
         self.store.set_run("elapsed", self.elapsed)
         if self._note_best(trial):
@@ -243,4 +247,6 @@ class SearchDriver:
         info = {"params": cost.params, "flops": cost.flops, "activations": cost.activations}
         if self.screen is not None:
             info["memory_estimate"] = self.screen.estimate(item.proposal).total
+        if self.time_screen is not None:
+            info["epoch_seconds_estimate"] = self.time_screen.epoch_estimate(item.proposal)
         return info

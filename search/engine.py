@@ -41,7 +41,7 @@ from .cluster import check_address, start_ray
 from .config import SearchConfig, resolve
 from .driver import SearchDriver
 from .final import final_candidates, final_evaluation, previous_final
-from .loop import LoopTrial, SearchLoop
+from .loop import LoopTrial, SearchLoop, first_rejection
 from .outputs import write_outputs
 from .progress import Progress
 from .resources import MemoryScreen, derived_max_activations, resolve_memory_budget
@@ -49,6 +49,7 @@ from .run_dir import RunDir
 from .search_task import load_search_task, search_recipe
 from .store import TrialStore, open_run_store
 from .strategies import Strategy, StrategyContext, create_strategy
+from .time_budget import time_screen
 from .trial import ModelWrapper
 from .tune_session import fit_to_the_end
 
@@ -156,12 +157,16 @@ def _search(config: SearchConfig, run: RunDir, data: TaskData, recipe: Recipe, *
     budget = search["memory_per_trial"]
     screen = MemoryScreen(data, recipe, budget if isinstance(budget, int) else None)
     store = TrialStore(run.store_url(search["storage"]))
-    loop = _restore_loop(config, store, make_strategy(config, data.input_shape), resume, screen)
+    timing = time_screen(search, store, data, recipe)
+    loop = _restore_loop(config, store, make_strategy(config, data.input_shape), resume,
+                         first_rejection(screen, timing))
+    if timing is not None:
+        timing.follow(loop, store if resume else None)
     progress = Progress(search["trials"], search["time"], quiet=quiet, epochs=recipe.epochs)
     progress.restored(loop)
     driver = SearchDriver(config, run, loop, store, data, progress,
                           elapsed_before=store.run("elapsed", 0.0) if resume else 0.0,
-                          screen=screen)
+                          screen=screen, time_screen=timing)
     final: list[dict] = []
     fit_to_the_end(driver, config, recipe, data, run, workers, wrap_model)
     store.set_run("elapsed", driver.elapsed)

@@ -20,8 +20,9 @@ the space is considered exhausted and the loop stops proposing.
 An optional ``screen`` looks at every new proposal before it is handed out and may reject it
 (returning the reason): a rejected proposal keeps its index and is told to the strategy as a
 ``rejected`` outcome like any other, but is never run and does not count against
-``max_trials``.  Screening is a pure function of the proposal, so a resumed search rejects
-exactly what the uninterrupted one did.
+``max_trials``.  A screen looks only at the proposal and at outcomes the strategy has already
+been told (and whatever the run directory stores), so a resumed search rejects exactly what the
+uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ from .strategies import Outcome, Proposal, Strategy
 
 Screen = Callable[[Proposal], "str | None"]
 """``screen(proposal) -> reason`` to reject it before it runs, or None to let it run."""
+
+
+def first_rejection(*screens: Screen | None) -> Screen:
+    """One screen asking each of ``screens`` in turn (None ones skipped): the first reason
+    wins."""
+    chosen = [screen for screen in screens if screen is not None]
+
+    def screen(proposal: Proposal) -> str | None:
+        for each in chosen:
+            reason = each(proposal)
+            if reason:
+                return reason
+        return None
+
+    return screen
 
 
 class _Signal:

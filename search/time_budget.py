@@ -1,0 +1,252 @@
+"""What one epoch of a candidate costs in seconds, and a screen that keeps over-long candidates
+from being proposed.
+
+A trial's training time is dominated by arithmetic, so one epoch is modelled as
+
+    seconds per epoch = intercept + slope * work,
+    work = FLOPs per sample * (3 * training samples per epoch + evaluation samples)
+
+(backward costs about twice the forward; evaluation is a forward only).  ``intercept`` holds
+what does not grow with the network: data feeding, per-step Python overhead, the evaluation
+loop.  The line is fitted by least squares:
+
+* at the start, on a **probe** (:func:`probe`): a few timed training and evaluation steps of two
+  reference MLPs on the task's shapes, scaled to a full epoch (well under two seconds).  The
+  probe's points are stored in the run's store (``time_calibration``), so a resumed search uses
+  the same calibration instead of measuring again;
+* **online**, on finished trials' measured epoch seconds: once two trials of different work have
+  been seen, the fit uses them alone (the workers' own timing beats the driver's probe).
+
+Only trials the strategy has already been told of count (``told``), so with ``ordering:
+deterministic`` the model that screens trial ``n`` depends on the outcomes of trials
+``0 .. n-lag`` and the stored calibration, exactly as the proposal itself does; a resumed run
+reads the same seconds back from the store and decides the same.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from einspace import count
+from einspace.tasks.status import Status
+from einspace.tasks.data import TaskData
+from einspace.tasks.recipe import Recipe
+
+from .loop import SearchLoop
+from .store import TrialStore
+from .strategies import Proposal
+
+BACKWARD_FACTOR = 3
+"""Training FLOPs per sample as a multiple of the forward's (forward + backward)."""
+PROBE_WIDTHS = (64, 1024)
+"""Hidden widths of the two reference MLPs: far apart, so the probe's two points fix a line."""
+PROBE_STEPS = 3
+"""Timed steps per reference network (after one warm-up step)."""
+MIN_TRIALS_FOR_SHARE = 8
+"""``time_per_trial: auto`` divides the budget among at least this many trials."""
+
+CALIBRATION_KEY = "time_calibration"
+"""The run-level store entry holding the probe's points."""
+
+Point = tuple[float, float]
+"""``(work, seconds per epoch)``."""
+
+
+@dataclass(frozen=True)
+class TimeModel:
+    """``seconds per epoch = intercept + slope * work``."""
+
+    intercept: float
+    slope: float
+
+    def predict(self, work: float) -> float:
+        return self.intercept + self.slope * work
+
+    @classmethod
+    def fit(cls, points: Sequence[Point]) -> TimeModel:
+        """Least squares over ``points``; a fit that would make an epoch cost negative time
+        (a negative intercept or slope) falls back to the nearest sensible line: through the
+        origin, or flat at the mean."""
+        if not points:
+            raise ValueError("a time model needs at least one (work, seconds) point")
+        xs = [float(x) for x, _ in points]
+        ys = [float(y) for _, y in points]
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        spread = sum((x - mean_x) ** 2 for x in xs)
+        if spread > 0:
+            slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+            intercept = mean_y - slope * mean_x
+            if slope >= 0 and intercept >= 0:
+                return cls(intercept, slope)
+            if slope < 0:
+                return cls(mean_y, 0.0)
+        total_x = sum(xs)
+        if total_x > 0:
+            return cls(0.0, sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs))
+        return cls(mean_y, 0.0)
+
+
+@dataclass(frozen=True)
+class EpochShape:
+    """How many samples one epoch trains on and evaluates (as :mod:`einspace.tasks.trainer`
+    feeds them: whole batches of the training split, all of the validation split)."""
+
+    batch_size: int
+    steps: int
+    eval_samples: int
+
+    @classmethod
+    def of(cls, data: TaskData, recipe: Recipe) -> EpochShape:
+        train = len(data.split("train"))
+        batch = max(1, min(recipe.batch_size, train))
+        return cls(batch, max(1, train // batch), len(data.split("valid")))
+
+    def work(self, flops_per_sample: float) -> float:
+        return flops_per_sample * (BACKWARD_FACTOR * self.steps * self.batch_size
+                                   + self.eval_samples)
+
+
+def resolve_time_share(search: dict) -> float | None:
+    """Seconds one trial may train for, from ``search.time_per_trial``: ``auto`` is
+    ``time * workers / max(trials, 8)`` with a ``search.time`` budget and off without one; a
+    number of seconds fixes it; ``off`` disables the screen."""
+    setting = search["time_per_trial"]
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return float(setting)
+    if search["time"] is None:
+        return None
+    trials = max(search["trials"] or MIN_TRIALS_FOR_SHARE, MIN_TRIALS_FOR_SHARE)
+    return search["time"] * search["workers"] / trials
+
+
+def probe(data: TaskData, recipe: Recipe, threads: int = 1) -> list[Point]:
+    """Measured ``(work, seconds per epoch)`` of two reference MLPs on the task's shapes: a few
+    training steps (forward, backward, SGD) and evaluation batches, timed and scaled to one
+    epoch.  Random inputs do: time depends on shapes, not values."""
+    shape = EpochShape.of(data, recipe)
+    inputs = math.prod(data.input_shape)
+    outputs = data.num_classes or math.prod(data.target_shape or (1,))
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return [_probe_one(shape, data.input_shape, inputs, width, outputs)
+                for width in PROBE_WIDTHS]
+    finally:
+        torch.set_num_threads(before)
+
+
+def _probe_one(shape: EpochShape, input_shape, inputs: int, width: int, outputs: int) -> Point:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(inputs, width), nn.ReLU(),
+                          nn.Linear(width, outputs))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(shape.batch_size, *input_shape)
+
+    def train_step() -> None:
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+
+    def eval_step() -> None:
+        with torch.no_grad():
+            model(x)
+
+    train_seconds = _timed(train_step)
+    eval_seconds = _timed(eval_step) / shape.batch_size
+    flops = 2 * (inputs * width + width * outputs)
+    seconds = shape.steps * train_seconds + shape.eval_samples * eval_seconds
+    return shape.work(flops), seconds
+
+
+def _timed(step: Callable[[], None]) -> float:
+    step()
+    began = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        step()
+    return (time.perf_counter() - began) / PROBE_STEPS
+
+
+def epoch_seconds(result: dict) -> float | None:
+    """A finished trial's mean measured seconds per epoch (None without any epoch)."""
+    history = result.get("history") or []
+    seconds = [epoch["seconds"] for epoch in history if epoch.get("seconds") is not None]
+    return statistics.fmean(seconds) if seconds else None
+
+
+class TimeScreen:
+    """Predicts each proposal's training time and rejects those over the per-trial share.
+
+    ``told(index)`` says whether the strategy has been told of trial ``index``; only those
+    trials' measured seconds refine the model (see the module docstring)."""
+
+    def __init__(self, data: TaskData, recipe: Recipe, share: float | None,
+                 calibration: Sequence[Point]):
+        self.data = data
+        self.epochs = recipe.epochs
+        self.share = share
+        self.shape = EpochShape.of(data, recipe)
+        self.calibration = [tuple(point) for point in calibration]
+        self.observed: dict[int, Point] = {}
+        self.told: Callable[[int], bool] = lambda index: True
+
+    def work(self, proposal: Proposal) -> float:
+        cost = count(proposal.derivation, self.data.input_shape, self.data.num_classes,
+                     self.data.target_shape)
+        return self.shape.work(cost.flops)
+
+    def observe(self, index: int, proposal: Proposal, result: dict) -> None:
+        """Note a finished trial's measured epoch seconds (trials without an epoch are not
+        evidence about time)."""
+        seconds = epoch_seconds(result)
+        if seconds is not None:
+            self.observed[index] = (self.work(proposal), seconds)
+
+    def model(self) -> TimeModel:
+        seen = [self.observed[i] for i in sorted(self.observed) if self.told(i)]
+        if len({work for work, _ in seen}) >= 2:
+            return TimeModel.fit(seen)
+        return TimeModel.fit(self.calibration + seen)
+
+    def epoch_estimate(self, proposal: Proposal) -> float:
+        return self.model().predict(self.work(proposal))
+
+    def __call__(self, proposal: Proposal) -> str | None:
+        if self.share is None:
+            return None
+        predicted = self.epochs * self.epoch_estimate(proposal)
+        if predicted <= self.share:
+            return None
+        return (f"rejected before training: predicted {predicted:.0f} s for {self.epochs} "
+                f"epoch(s), over the per-trial time share of {self.share:.0f} s "
+                f"(search.time_per_trial)")
+
+    def follow(self, loop: SearchLoop, store: TrialStore | None = None) -> None:
+        """Let the model see only trials ``loop`` has told its strategy of; with ``store`` (a
+        resumed run) first take back the measured seconds of every trial already finished."""
+        self.told = lambda index: loop.trials[index].tell_seq is not None
+        for trial in store.latest() if store is not None else ():
+            if trial.status not in (None, Status.INTERRUPTED):
+                self.observe(trial.index, trial.as_proposal(), trial.result)
+
+
+def time_screen(search: dict, store: TrialStore, data: TaskData,
+                recipe: Recipe) -> TimeScreen | None:
+    """The run's time screen (None when ``search.time_per_trial`` resolves to off), calibrated by
+    the probe stored in ``store`` or, the first time, by a new probe stored there."""
+    share = resolve_time_share(search)
+    if share is None:
+        return None
+    calibration = store.run(CALIBRATION_KEY)
+    if calibration is None:
+        calibration = probe(data, recipe, threads=math.floor(search["cpus_per_trial"]))
+        store.set_run(CALIBRATION_KEY, [list(point) for point in calibration])
+    return TimeScreen(data, recipe, share, calibration)
