@@ -6,6 +6,7 @@ fit over the trials before it) and then trained for one epoch in this process wi
 recipe.  A ratio above 1 over-estimates (the screen is conservative), below 1 under-estimates.
 
     python -m benchmarks.bench_time_model [--trials 20] [--task addnist_lite] [--size small]
+        [--max-flops 10000000]
 """
 
 from __future__ import annotations
@@ -30,17 +31,21 @@ def main() -> None:
     parser.add_argument("--task", default="addnist_lite")
     parser.add_argument("--size", default="small")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-flops", type=int, default=10_000_000,
+                        help="the sampler's FLOPs budget per sample (keeps the run short)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as a worker with cpus_per_trial: 1
     config = resolve({"task": {"name": args.task, "size": args.size},
-                      "search": {"strategy": "random"}, "training": {"epochs": 1}})
+                      "search": {"strategy": "random"}, "training": {"epochs": 1},
+                      "budget": {"max_flops": args.max_flops}})
     data = load_search_task(config)
     recipe = search_recipe(config)
     probe(data, recipe)  # the first probe pays torch's one-time start-up; the search's too
     screen = TimeScreen(data, recipe, None, probe(data, recipe))
     strategy = make_strategy(config, data.input_shape)
     rows = []
-    print(f"{'trial':>5} {'GFLOP/epoch':>12} {'predicted':>10} {'measured':>9} {'ratio':>6}")
+    print(f"{'trial':>5} {'GFLOP/epoch':>12} {'Mact/epoch':>11} {'predicted':>10} "
+          f"{'measured':>9} {'ratio':>6}")
     for index in range(args.trials):
         proposal = strategy.ask(index, random.Random(f"{args.seed}/{index}"))
         predicted = screen.epoch_estimate(proposal)
@@ -53,7 +58,8 @@ def main() -> None:
         measured = result.history[0].seconds
         screen.observe(index, proposal, {"history": [{"seconds": measured}]})
         rows.append((index, predicted / measured))
-        print(f"{index:>5} {screen.work(proposal) / 1e9:>12.3f} {predicted:>9.3f}s "
+        flops, activations = screen.work(proposal)
+        print(f"{index:>5} {flops / 1e9:>12.3f} {activations / 1e6:>11.1f} {predicted:>9.3f}s "
               f"{measured:>8.3f}s {predicted / measured:>6.2f}")
     for label, ratios in (("all trials", [r for _, r in rows]),
                           ("after the first two (online fit)", [r for i, r in rows if i >= 2])):

@@ -1,21 +1,25 @@
 """What one epoch of a candidate costs in seconds, and a screen that keeps over-long candidates
 from being proposed.
 
-A trial's training time is dominated by arithmetic, so one epoch is modelled as
+One epoch of a candidate is modelled as
 
-    seconds per epoch = intercept + slope * work,
-    work = FLOPs per sample * (3 * training samples per epoch + evaluation samples)
+    seconds per epoch = intercept + per_flop * FLOPs + per_activation * activations,
 
-(backward costs about twice the forward; evaluation is a forward only).  ``intercept`` holds
-what does not grow with the network: data feeding, per-step Python overhead, the evaluation
-loop.  The line is fitted by least squares:
+both counts per sample (:func:`einspace.count`) times the samples one epoch touches: ``3 *``
+training samples (forward and a backward about twice as dear) plus the evaluation samples.
+``intercept`` holds what does not grow with the network (data feeding, per-step overhead).  On
+CPUs the activation term matters as much as the FLOPs: elementwise layers and reshapes move
+memory without arithmetic.  The coefficients are fitted by least squares on relative errors,
+none negative:
 
 * at the start, on a **probe** (:func:`probe`): a few timed training and evaluation steps of two
-  reference MLPs on the task's shapes, scaled to a full epoch (well under two seconds).  The
-  probe's points are stored in the run's store (``time_calibration``), so a resumed search uses
-  the same calibration instead of measuring again;
-* **online**, on finished trials' measured epoch seconds: once two trials of different work have
-  been seen, the fit uses them alone (the workers' own timing beats the driver's probe).
+  reference MLPs on the task's shapes, scaled to a full epoch (well under two seconds; the first
+  call in a process also pays torch's start-up).  Two points fix only the intercept and the
+  FLOPs term.  The probe's points are stored in the run's store (``time_calibration``), so a
+  resumed search uses the same calibration instead of measuring again;
+* **online**, on finished trials' measured epoch seconds: once three trials of different work
+  have been seen, the fit uses them alone, with all three terms (the workers' own timing beats
+  the driver's probe).
 
 Only trials the strategy has already been told of count (``told``), so with ``ordering:
 deterministic`` the model that screens trial ``n`` depends on the outcomes of trials
@@ -25,12 +29,14 @@ reads the same seconds back from the store and decides the same.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,8 +51,12 @@ from .strategies import Proposal
 
 BACKWARD_FACTOR = 3
 """Training FLOPs per sample as a multiple of the forward's (forward + backward)."""
+MIN_SECONDS = 1e-6
+"""Measured seconds are floored here before weighting (a timer can read zero)."""
 PROBE_WIDTHS = (64, 1024)
 """Hidden widths of the two reference MLPs: far apart, so the probe's two points fix a line."""
+ONLINE_POINTS = 3
+"""Trials of different work the online fit needs before it replaces the probe."""
 PROBE_STEPS = 3
 """Timed steps per reference network (after one warm-up step)."""
 MIN_TRIALS_FOR_SHARE = 8
@@ -55,42 +65,47 @@ MIN_TRIALS_FOR_SHARE = 8
 CALIBRATION_KEY = "time_calibration"
 """The run-level store entry holding the probe's points."""
 
-Point = tuple[float, float]
-"""``(work, seconds per epoch)``."""
+Point = tuple[float, float, float]
+"""``(FLOPs per epoch, activations per epoch, seconds per epoch)``."""
+TERMS = ("intercept", "per_flop", "per_activation")
 
 
 @dataclass(frozen=True)
 class TimeModel:
-    """``seconds per epoch = intercept + slope * work``."""
+    """``seconds per epoch = intercept + per_flop * flops + per_activation * activations``
+    (counts per epoch)."""
 
     intercept: float
-    slope: float
+    per_flop: float
+    per_activation: float = 0.0
 
-    def predict(self, work: float) -> float:
-        return self.intercept + self.slope * work
+    def predict(self, flops: float, activations: float) -> float:
+        return self.intercept + self.per_flop * flops + self.per_activation * activations
 
     @classmethod
-    def fit(cls, points: Sequence[Point]) -> TimeModel:
-        """Least squares over ``points``; a fit that would make an epoch cost negative time
-        (a negative intercept or slope) falls back to the nearest sensible line: through the
-        origin, or flat at the mean."""
+    def fit(cls, points: Sequence[Point], terms: Sequence[str] = TERMS) -> TimeModel:
+        """Least squares on *relative* errors (each residual divided by its measured seconds:
+        candidates' work spans orders of magnitude, an ordinary fit would be ruled by the
+        largest, and the screen compares ratios to the share) over ``terms``, none negative:
+        the best fit among the subsets of ``terms`` whose coefficients all come out
+        non-negative (the smaller subset on a tie)."""
         if not points:
-            raise ValueError("a time model needs at least one (work, seconds) point")
-        xs = [float(x) for x, _ in points]
-        ys = [float(y) for _, y in points]
-        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-        spread = sum((x - mean_x) ** 2 for x in xs)
-        if spread > 0:
-            slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
-            intercept = mean_y - slope * mean_x
-            if slope >= 0 and intercept >= 0:
-                return cls(intercept, slope)
-            if slope < 0:
-                return cls(mean_y, 0.0)
-        total_x = sum(xs)
-        if total_x > 0:
-            return cls(0.0, sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs))
-        return cls(mean_y, 0.0)
+            raise ValueError("a time model needs at least one (flops, activations, seconds) point")
+        data = np.array(points, dtype=float).reshape(-1, 3)
+        seconds = np.maximum(data[:, 2], MIN_SECONDS)
+        columns = {"intercept": np.ones(len(data)), "per_flop": data[:, 0],
+                   "per_activation": data[:, 1]}
+        best: tuple[float, dict[str, float]] | None = None
+        for size in range(1, len(terms) + 1):
+            for subset in itertools.combinations(terms, size):
+                design = np.column_stack([columns[t] for t in subset]) / seconds[:, None]
+                coefficients = np.linalg.lstsq(design, np.ones(len(data)), rcond=None)[0]
+                if (coefficients < 0).any():
+                    continue
+                residual = float(np.sum((design @ coefficients - 1) ** 2))
+                if best is None or residual < best[0] * (1 - 1e-9):
+                    best = residual, dict(zip(subset, map(float, coefficients)))
+        return cls(**{t: best[1].get(t, 0.0) for t in TERMS})
 
 
 @dataclass(frozen=True)
@@ -108,9 +123,10 @@ class EpochShape:
         batch = max(1, min(recipe.batch_size, train))
         return cls(batch, max(1, train // batch), len(data.split("valid")))
 
-    def work(self, flops_per_sample: float) -> float:
-        return flops_per_sample * (BACKWARD_FACTOR * self.steps * self.batch_size
-                                   + self.eval_samples)
+    @property
+    def samples(self) -> int:
+        """Samples one epoch touches, a training sample counted ``BACKWARD_FACTOR`` times."""
+        return BACKWARD_FACTOR * self.steps * self.batch_size + self.eval_samples
 
 
 def resolve_time_share(search: dict) -> float | None:
@@ -163,8 +179,9 @@ def _probe_one(shape: EpochShape, input_shape, inputs: int, width: int, outputs:
     train_seconds = _timed(train_step)
     eval_seconds = _timed(eval_step) / shape.batch_size
     flops = 2 * (inputs * width + width * outputs)
+    activations = inputs + 2 * width + outputs
     seconds = shape.steps * train_seconds + shape.eval_samples * eval_seconds
-    return shape.work(flops), seconds
+    return flops * shape.samples, activations * shape.samples, seconds
 
 
 def _timed(step: Callable[[], None]) -> float:
@@ -198,26 +215,27 @@ class TimeScreen:
         self.observed: dict[int, Point] = {}
         self.told: Callable[[int], bool] = lambda index: True
 
-    def work(self, proposal: Proposal) -> float:
+    def work(self, proposal: Proposal) -> tuple[float, float]:
+        """FLOPs and activations of one epoch of ``proposal``."""
         cost = count(proposal.derivation, self.data.input_shape, self.data.num_classes,
                      self.data.target_shape)
-        return self.shape.work(cost.flops)
+        return cost.flops * self.shape.samples, cost.activations * self.shape.samples
 
     def observe(self, index: int, proposal: Proposal, result: dict) -> None:
         """Note a finished trial's measured epoch seconds (trials without an epoch are not
         evidence about time)."""
         seconds = epoch_seconds(result)
         if seconds is not None:
-            self.observed[index] = (self.work(proposal), seconds)
+            self.observed[index] = (*self.work(proposal), seconds)
 
     def model(self) -> TimeModel:
         seen = [self.observed[i] for i in sorted(self.observed) if self.told(i)]
-        if len({work for work, _ in seen}) >= 2:
+        if len({point[:2] for point in seen}) >= ONLINE_POINTS:
             return TimeModel.fit(seen)
-        return TimeModel.fit(self.calibration + seen)
+        return TimeModel.fit(self.calibration + seen, ("intercept", "per_flop"))
 
     def epoch_estimate(self, proposal: Proposal) -> float:
-        return self.model().predict(self.work(proposal))
+        return self.model().predict(*self.work(proposal))
 
     def __call__(self, proposal: Proposal) -> str | None:
         if self.share is None:

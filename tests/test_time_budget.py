@@ -44,37 +44,44 @@ def task(train: int = 250, valid: int = 60, shape=SHAPE) -> TaskData:
                     num_classes=10)
 
 
-def test_fit_recovers_an_exact_line():
-    points = [(w, 0.25 + 3e-9 * w) for w in (1e8, 4e8, 9e8, 2e9)]
+def test_fit_recovers_an_exact_plane():
+    points = [(f, a, 0.25 + 3e-9 * f + 2e-7 * a)
+              for f, a in ((1e8, 1e5), (4e8, 9e6), (9e8, 2e6), (2e9, 5e7))]
     model = TimeModel.fit(points)
-    assert model.intercept == pytest.approx(0.25)
-    assert model.slope == pytest.approx(3e-9)
-    assert model.predict(5e8) == pytest.approx(0.25 + 3e-9 * 5e8)
+    assert (model.intercept, model.per_flop, model.per_activation) == pytest.approx(
+        (0.25, 3e-9, 2e-7))
+    assert model.predict(5e8, 1e6) == pytest.approx(0.25 + 3e-9 * 5e8 + 2e-7 * 1e6)
 
 
-def test_fit_is_least_squares_on_noisy_points():
-    xs = np.array([1.0, 2.0, 3.0, 4.0])
-    ys = np.array([2.1, 2.9, 4.2, 4.8])
-    slope, intercept = np.polyfit(xs, ys, 1)
-    model = TimeModel.fit(list(zip(xs, ys)))
-    assert (model.intercept, model.slope) == pytest.approx((intercept, slope))
+def test_fit_is_least_squares_on_relative_errors():
+    xs = np.array([1.0, 2.0, 30.0, 400.0])
+    ys = np.array([2.1, 2.9, 34.2, 380.8])
+    slope, intercept = np.polyfit(xs, ys, 1, w=1 / ys)
+    model = TimeModel.fit([(x, 0.0, y) for x, y in zip(xs, ys)], ("intercept", "per_flop"))
+    assert (model.intercept, model.per_flop, model.per_activation) == pytest.approx(
+        (intercept, slope, 0.0))
 
 
 def test_fit_never_predicts_negative_time():
-    through_origin = TimeModel.fit([(1.0, 1.0), (2.0, 3.0)])  # least squares: y = 2x - 1
-    assert through_origin.intercept == 0.0
-    assert through_origin.slope == pytest.approx((1 * 1 + 2 * 3) / (1 + 4))
-    flat = TimeModel.fit([(1.0, 3.0), (2.0, 1.0)])
-    assert (flat.intercept, flat.slope) == (2.0, 0.0)
-    assert TimeModel.fit([(5.0, 2.0)]) == TimeModel(0.0, 0.4)
+    points = [(1.0, 0.0, 1.0), (2.0, 0.0, 3.0)]  # exact line: y = 2x - 1
+    model = TimeModel.fit(points, ("intercept", "per_flop"))
+    # the negative intercept is refused; the better of the one-term fits remains
+    slope = (1 + 2 / 3) / (1 + 4 / 9)  # minimises (b - 1)^2 + ((2b - 3) / 3)^2
+    level = (1 + 1 / 3) / (1 + 1 / 9)  # minimises (a - 1)^2 + ((a - 3) / 3)^2
+    by_slope = (slope - 1) ** 2 + (2 * slope / 3 - 1) ** 2
+    by_level = (level - 1) ** 2 + (level / 3 - 1) ** 2
+    expected = TimeModel(0.0, slope) if by_slope < by_level else TimeModel(level, 0.0)
+    assert (model.intercept, model.per_flop) == pytest.approx(
+        (expected.intercept, expected.per_flop))
+    assert TimeModel.fit([(5.0, 0.0, 2.0)], ("per_flop",)) == TimeModel(0.0, 0.4, 0.0)
     with pytest.raises(ValueError):
         TimeModel.fit([])
 
 
-def test_epoch_work_counts_whole_batches_backward_and_evaluation():
+def test_epoch_counts_whole_batches_backward_and_evaluation():
     shape = EpochShape.of(task(train=250, valid=60), Recipe(batch_size=64))
     assert (shape.batch_size, shape.steps, shape.eval_samples) == (64, 3, 60)
-    assert shape.work(1000) == 1000 * (BACKWARD_FACTOR * 3 * 64 + 60)
+    assert shape.samples == BACKWARD_FACTOR * 3 * 64 + 60
 
 
 @pytest.mark.parametrize("search, share", [
@@ -106,10 +113,10 @@ def test_screen_rejects_an_over_share_candidate_and_keeps_a_small_one():
     data = task(shape=(1, 28, 28))
     recipe = Recipe(epochs=8, batch_size=64)
     small, large = (Proposal(load_seed(name), f"seed:{name}") for name in ("mlp", "resnet18"))
-    calibration = [(0.0, 0.5), (1e9, 1.5)]  # 0.5 s + 1 s per GFLOP of epoch work
+    calibration = [(0.0, 0.0, 0.5), (1e9, 0.0, 1.5)]  # 0.5 s + 1 s per GFLOP of epoch work
     probe_screen = TimeScreen(data, recipe, None, calibration)
     small_s, large_s = (8 * probe_screen.epoch_estimate(p) for p in (small, large))
-    assert small_s == pytest.approx(8 * (0.5 + probe_screen.work(small) / 1e9))
+    assert small_s == pytest.approx(8 * (0.5 + probe_screen.work(small)[0] / 1e9))
     assert small_s < large_s
     share = (small_s + large_s) / 2
     screen = TimeScreen(data, recipe, share, calibration)
@@ -121,25 +128,26 @@ def test_screen_rejects_an_over_share_candidate_and_keeps_a_small_one():
 
 
 def test_online_fit_uses_told_trials_only():
-    screen = TimeScreen(task(shape=(1, 28, 28)), Recipe(epochs=1), 10.0,
-                        [(0.0, 1.0), (1e9, 2.0)])
-    proposals = [Proposal(load_seed(name), f"seed:{name}") for name in ("mlp", "small_cnn")]
+    calibration = [(0.0, 0.0, 1.0), (1e9, 0.0, 2.0)]
+    screen = TimeScreen(task(shape=(1, 28, 28)), Recipe(epochs=1), 10.0, calibration)
+    proposals = [Proposal(load_seed(name), f"seed:{name}")
+                 for name in ("mlp", "small_cnn", "small_fcn")]
     for index, proposal in enumerate(proposals):
         screen.observe(index, proposal, {"history": [{"seconds": 0.1 + index},
                                                      {"seconds": 0.3 + index}]})
-    screen.observe(2, proposals[0], {"history": []})  # failed before an epoch: no evidence
+    screen.observe(3, proposals[0], {"history": []})  # failed before an epoch: no evidence
+    points = [(*screen.work(p), 0.2 + i) for i, p in enumerate(proposals)]
     screen.told = lambda index: index == 0
-    assert screen.model() == TimeModel.fit([(0.0, 1.0), (1e9, 2.0),
-                                            (screen.work(proposals[0]), 0.2)])
+    assert screen.model() == TimeModel.fit(calibration + points[:1], ("intercept", "per_flop"))
     screen.told = lambda index: True
-    expected = TimeModel.fit([(screen.work(p), 0.2 + i) for i, p in enumerate(proposals)])
-    model = screen.model()
-    assert (model.intercept, model.slope) == pytest.approx((expected.intercept, expected.slope))
+    expected, model = TimeModel.fit(points), screen.model()
+    assert (model.intercept, model.per_flop, model.per_activation) == pytest.approx(
+        (expected.intercept, expected.per_flop, expected.per_activation))
 
 
-def seconds_for(work: float, index: int) -> float:
+def seconds_for(work: tuple[float, float], index: int) -> float:
     """A worker's measured epoch seconds: linear in work with an index-dependent wobble."""
-    return 0.02 + 4e-9 * work * (1 + 0.3 * math.sin(index))
+    return 0.02 + (4e-9 * work[0] + 1e-7 * work[1]) * (1 + 0.3 * math.sin(index))
 
 
 def drive(loop: SearchLoop, screen: TimeScreen, store: TrialStore, stop_at: int | None = None):
@@ -190,8 +198,8 @@ def search(run, *, resume: bool = False, stop_at: int | None = None):
 def test_a_resumed_search_screens_as_the_uninterrupted_one(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(time_budget, "probe",
-                        lambda data, recipe, threads: calls.append(1) or [(0.0, 0.01),
-                                                                          (1e7, 0.05)])
+                        lambda data, recipe, threads: calls.append(1) or [(0.0, 0.0, 0.01),
+                                                                          (1e7, 0.0, 0.05)])
     whole = search(tmp_path / "whole")
     assert Status.REJECTED in {status for _, _, status in whole}
     assert sum(status == Status.OK for _, _, status in whole) == 12
