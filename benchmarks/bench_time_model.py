@@ -21,7 +21,7 @@ from einspace import build
 from einspace.search.config import resolve
 from einspace.search.engine import make_strategy
 from einspace.search.search_task import load_search_task, search_recipe
-from einspace.search.time_budget import TimeScreen, probe
+from einspace.search.time_budget import ONLINE_POINTS, TimeScreen, probe
 from einspace.tasks.trainer import train
 
 
@@ -62,7 +62,7 @@ def main() -> None:
         print(f"{index:>5} {flops / 1e9:>12.3f} {activations / 1e6:>11.1f} {predicted:>9.3f}s "
               f"{measured:>8.3f}s {predicted / measured:>6.2f}")
     for label, ratios in (("all trials", [r for _, r in rows]),
-                          ("after the first two (online fit)", [r for i, r in rows if i >= 2])):
+                          ("online fit", [r for i, r in rows if i >= ONLINE_POINTS])):
         if len(ratios) >= 2:
             q1, _, q3 = statistics.quantiles(ratios, n=4)
             print(f"predicted / measured epoch seconds, {label} ({len(ratios)}): median "

@@ -1,5 +1,5 @@
-"""What one epoch of a candidate costs in seconds, and a screen that keeps over-long candidates
-from being proposed.
+"""What one epoch of a candidate costs in seconds, and a screen that keeps candidates which
+cannot finish within their share of the search's time budget from being trained.
 
 One epoch of a candidate is modelled as
 
@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 from einspace import count
-from einspace.tasks.status import Status
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
+from einspace.tasks.status import Status
 
 from .loop import SearchLoop
 from .store import TrialStore
