@@ -29,7 +29,7 @@ optuna: {sampler: tpe}        # tpe | random
 # each strategy's section is its typed settings (einspace.search.strategies), named like it
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
-screening: {candidates: 1}    # K > 1: rank K candidates per slot, train the best (random, evolution)
+screening: {candidates: 1}    # K > 1: rank K candidates per slot, train the best one
 grammar: {...}                # as in einspace.config
 budget: {...}
 ```
