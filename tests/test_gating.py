@@ -28,14 +28,7 @@ from einspace.blocks.registry import NO_CONTEXT
 MINE = ["hyper_channel_gate", "hyperzzw_local3", "hyperzzw_local5", "hyperzzw_local7", "rgu",
         "hyperzzw_global", "cond_channel_gate", "routed_skip", "parallel_sum2", "parallel_sum4"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small modules on a shared 2-core machine: intra-op threads cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(kind, name, x, seed=0):
