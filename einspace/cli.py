@@ -37,19 +37,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def input_shape(text: str) -> tuple[int, ...]:
-    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28); the sizes are checked by the one check every
-    input shape passes (``einspace.analysis.check_input_shape``)."""
-    from .analysis import check_input_shape
+    """An argparse type: ``einspace.analysis.parse_input_shape``, its error as a usage error."""
+    from .analysis import parse_input_shape
     from .errors import ShapeError
 
-    parts = text.replace("x", ",").replace("×", ",").split(",")
     try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a shape; write C,H,W (e.g. 3,28,28) or N,D") from None
-    try:
-        return check_input_shape(dims)
+        return parse_input_shape(text)
     except ShapeError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
