@@ -44,6 +44,11 @@ class Task(ABC):
     name: str
 
     @property
+    def short_name(self) -> str:
+        """A name fit for a folder: the task's name, or an ``unseen:`` directory's last part."""
+        return Path(self.name.removeprefix(SPEC_PREFIX)).name
+
+    @property
     @abstractmethod
     def _shapes(self) -> TaskShapes:
         """What states the task's shapes: a built-in task's spec, an Unseen-NAS directory's data."""
