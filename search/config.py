@@ -29,6 +29,7 @@ optuna: {sampler: tpe}        # tpe | random
 # each strategy's section is its typed settings (einspace.search.strategies), named like it
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
+fidelity: {rungs: [], eta: 3}        # successive halving over [data fraction, epochs] rungs
 grammar: {...}                # as in einspace.config
 budget: {...}
 ```
@@ -52,6 +53,7 @@ from einspace.memory import parse_bytes
 from einspace.tasks.recipe import Recipe
 
 from .checks import check_choice, check_integer, check_number
+from .fidelity import FIDELITY_DEFAULTS, check_fidelity
 from .shipped import SHIPPED, shipped_names
 from .strategies import StrategySettings, read_sections, section_defaults, strategy_names
 
@@ -67,6 +69,7 @@ SEARCH_DEFAULTS: dict = {
                "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
     "training": {},
     "final": {"top_k": 1, "epochs": None},
+    "fidelity": FIDELITY_DEFAULTS,
     "grammar": {},
     "budget": {},
 }
@@ -256,6 +259,10 @@ def _check(raw: dict) -> dict[str, StrategySettings]:
     sections = read_sections(raw)
     for name, settings in sections.items():
         raw[name] = settings.to_section()
+    check_fidelity(raw["fidelity"])
+    if raw["fidelity"]["rungs"] and s["scheduler"] != "none":
+        raise ConfigError("fidelity.rungs and search.scheduler: asha both stop weak candidates "
+                          "early; use one of them")
     f = raw["final"]
     check_integer("final.top_k", f["top_k"], 0)
     if f["epochs"] is not None:
