@@ -235,7 +235,8 @@ class SearchDriver:
             return False
         if self.best is not None:
             best = self.loop.trials[self.best[1]]
-            if (trial.rung, outcome.score, -trial.index) <= (best.rung, self.best[0], -self.best[1]):
+            if (trial.rung, outcome.score, -trial.index) \
+                    <= (best.rung, self.best[0], -self.best[1]):
                 return False
         self.best = (outcome.score, trial.index)
         return True
