@@ -56,7 +56,8 @@ def write_outputs(run: RunDir, store: TrialStore) -> dict:
         "best": None if best is None else {"index": best.index, "score": best.score,
                                            "hash": best.hash,
                                            "derivation": best.derivation.text},
-        "seed": None if seed is None else {"index": seed.index, "origin": seed.origin,
+        "seed": None if seed is None else {"index": seed.index,
+                                           "origin": seed_origin(seed, order),
                                            "score": seed.score},
     }
     run.summary_file.write_text(json.dumps(summary, indent=1))
@@ -67,8 +68,21 @@ def write_outputs(run: RunDir, store: TrialStore) -> dict:
 
 def best_seed(order: list[StoredTrial]) -> StoredTrial | None:
     """The best successful seed trial of ``order`` (ranked best first): the starting point whose
-    score a search from seeds has to beat; None for a search without seeds."""
-    return next((t for t in order if t.status == Status.OK and t.origin.startswith("seed:")), None)
+    score a search from seeds has to beat; None for a search without seeds.  With a fidelity
+    ladder a seed's promotions are the seed too, and only a result at the best trial's rung
+    counts (None when no seed got there): scores at other rungs are not comparable."""
+    top = order[0].rung if order else 0
+    return next((t for t in order if t.status == Status.OK and t.rung == top
+                 and seed_origin(t, order).startswith("seed:")), None)
+
+
+def seed_origin(trial: StoredTrial, trials: list[StoredTrial]) -> str:
+    """How a trial's network was first proposed: its own origin, or for a promotion (a seed's
+    network at a higher fidelity rung) the origin of the trial it was promoted from."""
+    by_index = {t.index: t for t in trials}
+    while trial.origin == "promotion" and trial.proposal["parents"][0] in by_index:
+        trial = by_index[trial.proposal["parents"][0]]
+    return trial.origin
 
 
 def _leaderboard(path: Path, order: list[StoredTrial]) -> None:

@@ -10,11 +10,13 @@ import random
 import numpy as np
 import pytest
 
-from einspace import Budget, Sampler
+from einspace import Budget, Sampler, load_seed
 from einspace.errors import ConfigError
 from einspace.search.config import resolve
 from einspace.search.fidelity import Rung, SuccessiveHalving, successive_halving
 from einspace.search.loop import DONE, WAIT, LoopTrial, SearchLoop
+from einspace.search.outputs import best_seed, ranked, seed_origin
+from einspace.search.store import StoredTrial
 from einspace.search.strategies import Outcome, Strategy
 from einspace.search.strategies.evolution import RegularisedEvolution
 from einspace.tasks.data import CLASSIFICATION, REGRESSION, Split, TaskData
@@ -225,3 +227,20 @@ def test_a_bad_ladder_is_a_config_error(section, message):
 def test_the_ladder_and_asha_do_not_mix():
     with pytest.raises(ConfigError, match="use one of them"):
         resolve({"fidelity": LADDER, "search": {"scheduler": "asha"}})
+
+
+# -- the leaderboard's order -------------------------------------------------------------------
+
+def stored(index: int, origin: str, score: float, level: int, parents=()) -> StoredTrial:
+    rung = {"level": level, "fraction": (0.25, 1.0)[level], "epochs": (1, 4)[level]}
+    return StoredTrial(index, index, load_seed("mlp"), origin,
+                       {"rung": rung, "parents": list(parents)}, Status.OK, score)
+
+
+def test_the_top_rung_ranks_first_and_the_seed_is_compared_at_that_rung():
+    trials = [stored(0, "seed:mlp", 0.9, 0), stored(1, "mutation", 0.95, 0),
+              stored(2, "promotion", 0.5, 1, [1]), stored(3, "promotion", 0.4, 1, [0])]
+    order = ranked(trials)
+    assert [t.index for t in order] == [2, 3, 1, 0]
+    assert best_seed(order).index == 3 and seed_origin(best_seed(order), order) == "seed:mlp"
+    assert best_seed(ranked(trials[:3])) is None  # the seed never reached the top rung
