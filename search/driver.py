@@ -125,7 +125,9 @@ class SearchDriver:
             seen.clear()  # a retried attempt starts over
         seen.append({k: result[k] for k in ("epoch", "train_loss", "score", "seconds")})
         self.store.epoch(self.attempts[trial_id][1], result["epoch"], result["score"])
-        self.progress.epoch(self.attempts[trial_id][0], result["epoch"], result["score"])
+        index = self.attempts[trial_id][0]
+        self.progress.epoch(index, result["epoch"], result["score"],
+                            self._fidelity(self.loop.trials[index]).get("epochs"))
 
     def on_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if trial_id not in self.attempts:
