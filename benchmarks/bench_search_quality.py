@@ -66,8 +66,11 @@ def state(cell: Cell, minutes: float, done: set, root: Path) -> str:
         return f"waiting for {cell.strategy.waiting_for}"
     if cell.key(minutes) in done:
         return "done"
-    if not cell.strategy.is_seed_alone and RunDir(cell.run_dir(root)).is_run():
-        return "started (resumes)"
+    run = RunDir(cell.run_dir(root))
+    if not cell.strategy.is_seed_alone and run.is_run():
+        stored = run.config().search["time"] / 60
+        return ("started (resumes)" if stored == minutes
+                else f"started with --minutes {stored:g}")
     return "to run"
 
 
