@@ -29,6 +29,7 @@ optuna: {sampler: tpe}        # tpe | random
 # each strategy's section is its typed settings (einspace.search.strategies), named like it
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
+screening: {candidates: 1}    # K > 1: rank K candidates per slot, train the best one
 grammar: {...}                # as in einspace.config
 budget: {...}
 ```
@@ -52,8 +53,15 @@ from einspace.memory import parse_bytes
 from einspace.tasks.recipe import Recipe
 
 from .checks import check_choice, check_integer, check_number
+from .screening import ScreeningOptions
 from .shipped import SHIPPED, shipped_names
-from .strategies import StrategySettings, read_sections, section_defaults, strategy_names
+from .strategies import (
+    StrategySettings,
+    get_strategy,
+    read_sections,
+    section_defaults,
+    strategy_names,
+)
 
 ORDERINGS = ("deterministic", "asynchronous")
 SCHEDULERS = ("none", "asha")
@@ -67,6 +75,7 @@ SEARCH_DEFAULTS: dict = {
                "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
     "training": {},
     "final": {"top_k": 1, "epochs": None},
+    "screening": ScreeningOptions().to_section(),
     "grammar": {},
     "budget": {},
 }
@@ -107,6 +116,10 @@ class SearchConfig:
     @property
     def strategy(self) -> str:
         return self.search["strategy"]
+
+    @property
+    def screening(self) -> ScreeningOptions:
+        return ScreeningOptions.from_dict(self.raw["screening"])
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self.raw)
@@ -256,8 +269,20 @@ def _check(raw: dict) -> dict[str, StrategySettings]:
     sections = read_sections(raw)
     for name, settings in sections.items():
         raw[name] = settings.to_section()
+    raw["screening"] = _checked_screening(raw["screening"], s["strategy"]).to_section()
     f = raw["final"]
     check_integer("final.top_k", f["top_k"], 0)
     if f["epochs"] is not None:
         check_integer("final.epochs", f["epochs"], 1)
     return sections
+
+
+def _checked_screening(section: dict, strategy: str) -> ScreeningOptions:
+    """The ``screening`` section, refused when it screens for a strategy that cannot (Optuna's
+    trials are drawn by its own sampler, one per trial)."""
+    screening = ScreeningOptions.from_dict(section)
+    if screening.enabled and not get_strategy(strategy).supports_screening:
+        able = ", ".join(n for n in strategy_names() if get_strategy(n).supports_screening)
+        raise ConfigError(f"screening.candidates = {screening.candidates}: the {strategy} "
+                          f"strategy does not screen candidates; set it to 1 or use {able}")
+    return screening

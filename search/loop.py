@@ -22,6 +22,10 @@ An optional ``screen`` looks at every new proposal before it is handed out and m
 ``rejected`` outcome like any other, but is never run and does not count against
 ``max_trials``.  Screening is a pure function of the proposal, so a resumed search rejects
 exactly what the uninterrupted one did.
+
+An optional ``picker`` (screening before training, the config's ``screening:`` section) makes a
+slot draw K distinct new candidates instead of one and trains the one it picks; it is told every
+outcome right after the strategy, in the same order.  Without it no extra draw is made.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from einspace.canonical_form import canonical_hash
 from einspace.tasks.status import Status
@@ -39,6 +44,17 @@ from .strategies import Outcome, Proposal, Strategy
 
 Screen = Callable[[Proposal], "str | None"]
 """``screen(proposal) -> reason`` to reject it before it runs, or None to let it run."""
+
+
+class Picker(Protocol):
+    """Screening before training (:class:`einspace.search.screening.CandidatePicker`): how many
+    distinct candidates to draw for a slot, which one to train, and what finished trials say."""
+
+    def wanted(self, strategy: Strategy, index: int) -> int: ...
+
+    def pick(self, proposals: list[Proposal], reject: Screen | None) -> Proposal: ...
+
+    def observe(self, outcome: Outcome) -> None: ...
 
 
 class _Signal:
@@ -79,7 +95,7 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, *, seed: int, max_trials: int | None,
                  lag: int | None = 1, max_duplicate_draws: int = 100,
-                 screen: Screen | None = None):
+                 screen: Screen | None = None, picker: Picker | None = None):
         if lag is not None and lag < 1:
             raise ValueError("lag must be a positive integer or None")
         self.strategy = strategy
@@ -88,6 +104,7 @@ class SearchLoop:
         self.lag = lag
         self.max_duplicate_draws = max_duplicate_draws
         self.screen = screen
+        self.picker = picker
         self.rejections: list[LoopTrial] = []
         """Rejected trials not yet collected by the caller (see :meth:`take_rejections`)."""
         self.trials: list[LoopTrial] = []
@@ -134,13 +151,23 @@ class SearchLoop:
                 self._tell(trial)
                 self._told_in_order += 1
         rng = random.Random(f"{self.seed}/{n}")
+        wanted = self.picker.wanted(self.strategy, n) if self.picker is not None else 1
+        fresh: dict[str, Proposal] = {}
         for _ in range(self.max_duplicate_draws):
             proposal = self.strategy.ask(n, rng)
-            if canonical_hash(proposal.derivation) not in self._networks:
-                return self._screened(self._add(proposal))
-            self.duplicates += 1
-        self.exhausted = True
-        return DONE
+            network = canonical_hash(proposal.derivation)
+            if network in self._networks or network in fresh:
+                self.duplicates += 1
+                continue
+            fresh[network] = proposal
+            if len(fresh) == wanted:
+                break
+        if not fresh:
+            self.exhausted = True
+            return DONE
+        candidates = list(fresh.values())
+        chosen = candidates[0] if wanted == 1 else self.picker.pick(candidates, self.screen)
+        return self._screened(self._add(chosen))
 
     def finish(self, index: int, outcome: Outcome) -> int | None:
         """Record a trial's outcome; returns its tell sequence number when the strategy was told
@@ -215,3 +242,5 @@ class SearchLoop:
         trial.tell_seq = self._told
         self._told += 1
         self.strategy.tell(trial.outcome)
+        if self.picker is not None:
+            self.picker.observe(trial.outcome)
