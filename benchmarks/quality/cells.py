@@ -26,11 +26,7 @@ from einspace.search.trial import trial_seed
 from einspace.tasks.baseline import run_baseline
 from einspace.tasks.handle import resolve_task
 
-from .plan import Cell
-
-PROTOCOL = "cpu"
-"""The shipped config every strategy varies."""
-
+from .plan import PROTOCOL, Cell
 
 SEED_COST_FACTOR = 3
 """Candidates may cost this many times the protocol's costliest seed on the task (FLOPs and

@@ -4,8 +4,9 @@ the (task, strategy, search seed) cells they make.
 Every strategy is the shipped ``cpu`` config with a few keys changed, so all of them get the same
 wall-clock budget, workers, epochs and final retraining; only what the strategy is about differs.
 An ablation switches one piece of the protocol off.  A piece whose config key is not on this
-branch yet (it lands with its own issue item) has no ablation to run: the plan lists it as
-waiting rather than running a cell identical to the full protocol under another name.
+branch yet (it lands with its own issue item), or that the protocol leaves off, has no ablation
+to run: the plan lists it as waiting rather than running a cell identical to the full protocol
+under another name.  Random search never screens: it is the unguided reference.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from einspace.search.config import default_config
+from einspace.search.config import default_config, load_config
 
+PROTOCOL = "cpu"
+"""The shipped config every strategy varies."""
+MISSING = object()
+"""A config key that is not on this branch."""
 QUALITY_DIR = Path("results") / "quality"
 """Where each cell's run directory goes (``<task>-<strategy>-s<seed>``)."""
 
@@ -35,14 +40,24 @@ class Piece:
     path: tuple[str, ...]
     off: object
 
-    def available(self) -> bool:
-        """Whether this branch's config knows the key (its feature has landed)."""
-        node = default_config()
+    def value(self, config: dict) -> object:
+        """The key's value in a resolved config, or :data:`MISSING` before its feature lands."""
+        node = config
         for key in self.path:
             if not isinstance(node, dict) or key not in node:
-                return False
+                return MISSING
             node = node[key]
-        return True
+        return node
+
+    def waiting_for(self) -> str | None:
+        """Why its ablation cannot run yet: the key is not on this branch, or the CPU protocol
+        does not switch the piece on (the ablation would repeat the protocol); None when it can."""
+        key = ".".join(self.path)
+        if self.value(default_config()) is MISSING:
+            return f"{key} (not on this branch)"
+        if self.value(load_config(PROTOCOL).raw) == self.off:
+            return f"{key} on in {PROTOCOL}.yaml"
+        return None
 
     def override(self) -> dict:
         data: dict = {}
@@ -55,7 +70,7 @@ class Piece:
 
 PIECES = (
     Piece("inherit", ("evolution", "inherit_weights"), False),
-    Piece("screen", ("screening", "enabled"), False),
+    Piece("screen", ("screening", "candidates"), 1),
     Piece("fidelity", ("fidelity", "enabled"), False),
     Piece("size", ("search", "size_to_budget"), False),
 )
@@ -91,16 +106,19 @@ def _merged(*parts: dict) -> dict:
 
 def strategies() -> list[Strategy]:
     """Every strategy of the benchmark, in table order."""
-    landed = [p for p in PIECES if p.available()]
+    landed = [p for p in PIECES if p.value(default_config()) is not MISSING]
+    screen = next(p for p in PIECES if p.name == "screen")
+    random = _merged({"search": {"strategy": "random"}},
+                     screen.override() if screen in landed else {})
     found = [
         Strategy("seed", "seed alone", ALL_TASKS),
-        Strategy("random", "random search", ALL_TASKS, {"search": {"strategy": "random"}}),
+        Strategy("random", "random search", ALL_TASKS, random),
         Strategy("cpu", "CPU protocol", ALL_TASKS),
         Strategy("evolution", "plain evolution", ABLATION_TASKS,
                  _merged(*(p.override() for p in landed))),
     ]
     for piece in PIECES:
-        waiting = None if piece.available() else ".".join(piece.path)
+        waiting = piece.waiting_for()
         found.append(Strategy(f"cpu-no-{piece.name}", f"CPU, no {piece.name}", ABLATION_TASKS,
                               piece.override() if waiting is None else {}, waiting))
     return found
