@@ -30,6 +30,7 @@ optuna: {sampler: tpe}        # tpe | random
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
 screening: {candidates: 1}    # K > 1: rank K candidates per slot, train the best one
+fidelity: {rungs: [], eta: 3}        # successive halving over [data fraction, epochs] rungs
 grammar: {...}                # as in einspace.config
 budget: {...}
 ```
@@ -53,6 +54,7 @@ from einspace.memory import parse_bytes
 from einspace.tasks.recipe import Recipe
 
 from .checks import check_choice, check_integer, check_number
+from .fidelity import FIDELITY_DEFAULTS, check_fidelity
 from .screening import ScreeningOptions
 from .shipped import SHIPPED, shipped_names
 from .strategies import (
@@ -76,6 +78,7 @@ SEARCH_DEFAULTS: dict = {
     "training": {},
     "final": {"top_k": 1, "epochs": None},
     "screening": ScreeningOptions().to_section(),
+    "fidelity": FIDELITY_DEFAULTS,
     "grammar": {},
     "budget": {},
 }
@@ -270,6 +273,10 @@ def _check(raw: dict) -> dict[str, StrategySettings]:
     for name, settings in sections.items():
         raw[name] = settings.to_section()
     raw["screening"] = _checked_screening(raw["screening"], s["strategy"]).to_section()
+    check_fidelity(raw["fidelity"])
+    if raw["fidelity"]["rungs"] and s["scheduler"] != "none":
+        raise ConfigError("fidelity.rungs and search.scheduler: asha both stop weak candidates "
+                          "early; use one of them")
     f = raw["final"]
     check_integer("final.top_k", f["top_k"], 0)
     if f["epochs"] is not None:

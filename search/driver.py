@@ -79,17 +79,33 @@ class SearchDriver:
         return {"index": item.index, "derivation": item.proposal.derivation.text,
                 "seed": self.config.seed,
                 "threads": max(1, math.floor(self.config.search["cpus_per_trial"])),
-                "memory": self.screen.request(item.proposal) if self.screen else None}
+                "memory": self.screen.request(item.proposal) if self.screen else None,
+                **self._fidelity(item)}
+
+    def _fidelity(self, item: LoopTrial) -> dict:
+        """What a trial of the ladder trains on: its rung's data fraction and epochs (nothing
+        without a ladder, so such a trial trains as it always has)."""
+        if self.loop.ladder is None:
+            return {}
+        rung = self.loop.ladder.rungs[item.rung]
+        return {"fraction": rung.fraction, "epochs": rung.epochs}
 
     def _launch(self, trial_id: str, item: LoopTrial) -> None:
-        number = self.store.start(item.index, item.proposal, self._cost(item))
+        number = self.store.start(item.index, item.proposal,
+                                  {**self._cost(item), **self._rung_record(item)})
         self.attempts[trial_id] = (item.index, number)
         self.launched[trial_id] = time.time()
         self.progress.started(item.index)
 
+    def _rung_record(self, item: LoopTrial) -> dict:
+        if self.loop.ladder is None:
+            return {}
+        return {"rung": self.loop.ladder.rungs[item.rung].record()}
+
     def _record_rejections(self) -> None:
         for trial in self.loop.take_rejections():
-            number = self.store.start(trial.index, trial.proposal, self._cost(trial))
+            number = self.store.start(trial.index, trial.proposal,
+                                      {**self._cost(trial), **self._rung_record(trial)})
             self.store.finish(number, trial.outcome.status, -math.inf, trial.reason, {},
                               trial.tell_seq)
             self.progress.log(f"trial {trial.index}: {trial.reason}")
@@ -109,7 +125,9 @@ class SearchDriver:
             seen.clear()  # a retried attempt starts over
         seen.append({k: result[k] for k in ("epoch", "train_loss", "score", "seconds")})
         self.store.epoch(self.attempts[trial_id][1], result["epoch"], result["score"])
-        self.progress.epoch(self.attempts[trial_id][0], result["epoch"], result["score"])
+        index = self.attempts[trial_id][0]
+        self.progress.epoch(index, result["epoch"], result["score"],
+                            self._fidelity(self.loop.trials[index]).get("epochs"))
 
     def on_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if trial_id not in self.attempts:
@@ -212,12 +230,16 @@ class SearchDriver:
             table.pop(trial_id, None)
 
     def _note_best(self, trial: LoopTrial) -> bool:
-        """Whether a finished trial is the new best (ties go to the lower index)."""
+        """Whether a finished trial is the new best: the highest fidelity rung first (only
+        results at one rung compete), then the score; ties go to the lower index."""
         outcome = trial.outcome
-        if outcome.status != Status.OK or (self.best is not None
-                                    and (outcome.score, -trial.index)
-                                    <= (self.best[0], -self.best[1])):
+        if outcome.status != Status.OK:
             return False
+        if self.best is not None:
+            best = self.loop.trials[self.best[1]]
+            if (trial.rung, outcome.score, -trial.index) \
+                    <= (best.rung, self.best[0], -self.best[1]):
+                return False
         self.best = (outcome.score, trial.index)
         return True
 

@@ -40,6 +40,7 @@ from einspace.tasks.status import Status
 from .cluster import check_address, start_ray
 from .config import SearchConfig, resolve
 from .driver import SearchDriver
+from .fidelity import successive_halving
 from .final import final_candidates, final_evaluation, previous_final
 from .loop import LoopTrial, SearchLoop
 from .outputs import write_outputs
@@ -201,11 +202,12 @@ def _restore_loop(config: SearchConfig, store: TrialStore, strategy: Strategy,
     search = config.search
     lag = LAG_PER_WORKER * search["workers"] if search["ordering"] == "deterministic" else None
     loop = SearchLoop(strategy, seed=config.seed, max_trials=search["trials"], lag=lag,
-                      screen=screen, picker=picker)
+                      screen=screen, picker=picker,
+                      ladder=successive_halving(config.raw["fidelity"]))
     if resume:
         store.interrupt_unfinished()
-        loop.restore([LoopTrial(t.index, t.as_proposal(), t.as_outcome(), t.tell_seq)
-                      for t in store.latest()])
+        loop.restore([LoopTrial(t.index, t.as_proposal(), t.as_outcome(), t.tell_seq,
+                                rung=t.rung) for t in store.latest()])
     return loop
 
 

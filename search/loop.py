@@ -26,6 +26,13 @@ exactly what the uninterrupted one did.
 An optional ``picker`` (screening before training, the config's ``screening:`` section) makes a
 slot draw K distinct new candidates instead of one and trains the one it picks; it is told every
 outcome right after the strategy, in the same order.  Without it no extra draw is made.
+
+An optional ``ladder`` (:class:`~einspace.search.fidelity.SuccessiveHalving`) adds a data
+fidelity: every trial has a rung (0 for a strategy's proposal), the ladder sees every tell and
+queues promotions, and a queued promotion is handed out, as a new trial of the same network at
+the next rung, before the strategy is asked for anything new.  The strategy is told only the
+rung-0 results of its own proposals, so every score it compares was measured at one fidelity;
+higher rungs decide the search's best.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Protocol
 from einspace.canonical_form import canonical_hash
 from einspace.tasks.status import Status
 
+from .fidelity import Rung, SuccessiveHalving
 from .strategies import Outcome, Proposal, Strategy
 
 Screen = Callable[[Proposal], "str | None"]
@@ -80,6 +88,8 @@ class LoopTrial:
     outcome: Outcome | None = None
     tell_seq: int | None = None
     reason: str = ""
+    rung: int = 0
+    """The fidelity rung it trains at (always 0 without a ladder)."""
 
     @property
     def rejected(self) -> bool:
@@ -95,7 +105,8 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, *, seed: int, max_trials: int | None,
                  lag: int | None = 1, max_duplicate_draws: int = 100,
-                 screen: Screen | None = None, picker: Picker | None = None):
+                 screen: Screen | None = None, picker: Picker | None = None,
+                 ladder: SuccessiveHalving | None = None):
         if lag is not None and lag < 1:
             raise ValueError("lag must be a positive integer or None")
         self.strategy = strategy
@@ -105,6 +116,7 @@ class SearchLoop:
         self.max_duplicate_draws = max_duplicate_draws
         self.screen = screen
         self.picker = picker
+        self.ladder = ladder
         self.rejections: list[LoopTrial] = []
         """Rejected trials not yet collected by the caller (see :meth:`take_rejections`)."""
         self.trials: list[LoopTrial] = []
@@ -150,6 +162,9 @@ class SearchLoop:
                     return WAIT
                 self._tell(trial)
                 self._told_in_order += 1
+        promotion = self.ladder.next_promotion() if self.ladder is not None else None
+        if promotion is not None:
+            return self._promote(*promotion)
         rng = random.Random(f"{self.seed}/{n}")
         wanted = self.picker.wanted(self.strategy, n) if self.picker is not None else 1
         fresh: dict[str, Proposal] = {}
@@ -209,7 +224,7 @@ class SearchLoop:
         if [t.index for t in ordered] != list(range(len(ordered))):
             raise ValueError("stored trials must be numbered 0..n-1 without gaps")
         for stored in ordered:
-            self._add(stored.proposal)
+            self._add(stored.proposal, stored.rung)
         if self.lag is None:
             told = sorted((t for t in ordered if t.outcome is not None and t.tell_seq is not None),
                           key=lambda t: t.tell_seq)
@@ -232,15 +247,27 @@ class SearchLoop:
                                              Status.REJECTED, trial.proposal.choices))
         return trial
 
-    def _add(self, proposal: Proposal) -> LoopTrial:
-        trial = LoopTrial(len(self.trials), proposal)
+    def _add(self, proposal: Proposal, rung: int = 0) -> LoopTrial:
+        trial = LoopTrial(len(self.trials), proposal, rung=rung)
         self.trials.append(trial)
         self._networks.add(canonical_hash(trial.proposal.derivation))
+        if rung > 0:
+            self.ladder.promoted(proposal.parents[0])
         return trial
+
+    def _promote(self, source: int, rung: Rung) -> LoopTrial:
+        """A new trial of trial ``source``'s network at ``rung`` (never screened again: the
+        memory a network needs does not depend on the data fraction or the epochs)."""
+        proposal = self.trials[source].proposal
+        return self._add(Proposal(proposal.derivation, "promotion", (source,), proposal.choices),
+                         rung.level)
 
     def _tell(self, trial: LoopTrial) -> None:
         trial.tell_seq = self._told
         self._told += 1
-        self.strategy.tell(trial.outcome)
-        if self.picker is not None:
-            self.picker.observe(trial.outcome)
+        if self.ladder is not None:
+            self.ladder.told(trial.outcome, trial.rung)
+        if trial.rung == 0:
+            self.strategy.tell(trial.outcome)
+            if self.picker is not None:
+                self.picker.observe(trial.outcome)
