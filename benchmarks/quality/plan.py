@@ -71,7 +71,7 @@ class Piece:
 PIECES = (
     Piece("inherit", ("evolution", "inherit_weights"), False),
     Piece("screen", ("screening", "candidates"), 1),
-    Piece("fidelity", ("fidelity", "enabled"), False),
+    Piece("fidelity", ("fidelity", "rungs"), []),
     Piece("size", ("search", "size_to_budget"), False),
 )
 """The protocol's pieces (issue 12 items 1-4) and how each is switched off."""
