@@ -72,7 +72,7 @@ PIECES = (
     Piece("inherit", ("evolution", "inherit_weights"), False),
     Piece("screen", ("screening", "candidates"), 1),
     Piece("fidelity", ("fidelity", "rungs"), []),
-    Piece("size", ("search", "size_to_budget"), False),
+    Piece("size", ("search", "time_per_trial"), "off"),
 )
 """The protocol's pieces (issue 12 items 1-4) and how each is switched off."""
 
