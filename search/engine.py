@@ -74,7 +74,8 @@ class SearchSummary:
     best_score: float | None
     best_derivation: str | None
     seconds: float
-    exhausted: bool
+    exhausted: str
+    """Why the search stopped before its budget was spent ("" when it did not)."""
     final: list[dict]
     rejected: int = 0
 

@@ -121,8 +121,8 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, *, seed: int, max_trials: int | None,
                  lag: int | None = 1, max_duplicate_draws: int = 100,
-                 screen: Screen | None = None, picker: Picker | None = None,
-                 ladder: SuccessiveHalving | None = None):
+                 max_rejections_in_a_row: int = 200, screen: Screen | None = None,
+                 picker: Picker | None = None, ladder: SuccessiveHalving | None = None):
         if lag is not None and lag < 1:
             raise ValueError("lag must be a positive integer or None")
         self.strategy = strategy
@@ -130,6 +130,7 @@ class SearchLoop:
         self.max_trials = max_trials
         self.lag = lag
         self.max_duplicate_draws = max_duplicate_draws
+        self.max_rejections_in_a_row = max_rejections_in_a_row
         self.screen = screen
         self.picker = picker
         self.ladder = ladder
@@ -137,7 +138,9 @@ class SearchLoop:
         """Rejected trials not yet collected by the caller (see :meth:`take_rejections`)."""
         self.trials: list[LoopTrial] = []
         self.duplicates = 0
-        self.exhausted = False
+        self.exhausted = ""
+        """Why the loop stopped proposing before its budget was spent ("" while it has not)."""
+        self._rejected_in_a_row = 0
         self._networks: set[str] = set()  # canonical hashes of every proposal
         self._told = 0
         self._told_in_order = 0
@@ -151,8 +154,15 @@ class SearchLoop:
         while True:
             item = self._next_proposal()
             if not isinstance(item, LoopTrial) or item.outcome is None:
+                self._rejected_in_a_row = 0
                 return item
             self.rejections.append(item)
+            self._rejected_in_a_row += 1
+            if self._rejected_in_a_row >= self.max_rejections_in_a_row:
+                # A budget no candidate fits would otherwise keep the loop drawing forever.
+                self.exhausted = (f"the last {self._rejected_in_a_row} candidates were all "
+                                  f"rejected before training (over the memory or time budget)")
+                return DONE
 
     def take_rejections(self) -> list[LoopTrial]:
         """The trials rejected since the last call (for the caller to record)."""
@@ -194,7 +204,7 @@ class SearchLoop:
             if len(fresh) == wanted:
                 break
         if not fresh:
-            self.exhausted = True
+            self.exhausted = "the space ran out of new architectures"
             return DONE
         candidates = list(fresh.values())
         chosen = candidates[0] if wanted == 1 else self.picker.pick(candidates, self.screen)

@@ -104,7 +104,7 @@ class TimeModel:
                     continue
                 residual = float(np.sum((design @ coefficients - 1) ** 2))
                 if best is None or residual < best[0] * (1 - 1e-9):
-                    best = residual, dict(zip(subset, map(float, coefficients)))
+                    best = residual, dict(zip(subset, map(float, coefficients), strict=True))
         return cls(**{t: best[1].get(t, 0.0) for t in TERMS})
 
 

@@ -10,13 +10,13 @@ import pytest
 
 from einspace import Budget, Sampler
 from einspace.errors import ConfigError
+from einspace.search import time_budget
 from einspace.search.config import resolve
-from einspace.search.loop import DONE, WAIT, LoopTrial, SearchLoop
+from einspace.search.loop import DONE, LoopTrial, SearchLoop
 from einspace.search.run_dir import RunDir
 from einspace.search.store import TrialStore
 from einspace.search.strategies import Outcome, Proposal
 from einspace.search.strategies.random_search import RandomSearch
-from einspace.search import time_budget
 from einspace.search.time_budget import (
     BACKWARD_FACTOR,
     EpochShape,
@@ -57,7 +57,8 @@ def test_fit_is_least_squares_on_relative_errors():
     xs = np.array([1.0, 2.0, 30.0, 400.0])
     ys = np.array([2.1, 2.9, 34.2, 380.8])
     slope, intercept = np.polyfit(xs, ys, 1, w=1 / ys)
-    model = TimeModel.fit([(x, 0.0, y) for x, y in zip(xs, ys)], ("intercept", "per_flop"))
+    points = [(x, 0.0, y) for x, y in zip(xs, ys, strict=True)]
+    model = TimeModel.fit(points, ("intercept", "per_flop"))
     assert (model.intercept, model.per_flop, model.per_activation) == pytest.approx(
         (intercept, slope, 0.0))
 
