@@ -207,7 +207,10 @@ def test_a_dead_raylet_costs_attempts_that_are_recorded_and_retried(cluster, tmp
     address, env, worker_raylets = cluster
     assert len(worker_raylets) == 1, worker_raylets
     config = tmp_path / "search.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "search": {**CONFIG["search"], "retries": 2}}))
+    # Trials reuse their worker processes, so one-epoch trials can all end within the wait
+    # below: four epochs keep both nodes training when the raylet dies.
+    config.write_text(yaml.safe_dump({**CONFIG, "search": {**CONFIG["search"], "retries": 2},
+                                      "training": {**CONFIG["training"], "epochs": 4}}))
     run = tmp_path / "run"
     search = subprocess.Popen(
         [sys.executable, "-m", "einspace", "search", "--config", str(config), "--out", str(run),
