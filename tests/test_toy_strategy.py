@@ -72,7 +72,7 @@ class HillClimb(Strategy):
                 pass
             else:
                 return Proposal(child, "mutation", (self.best.index,))
-        return Proposal(self.sampler.sample(self.input_shape, rng), "sample")
+        return Proposal(self.sampler.sample(self.input_shape, rng).derivation, "sample")
 
     def tell(self, outcome: Outcome) -> None:
         if outcome.usable and (self.best is None or outcome.score > self.best.score):
