@@ -24,7 +24,9 @@ from .run_dir import RunDir
 from .store import StoredTrial, TrialStore
 
 COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "parents", "seconds",
-           "epochs", "node", "hash", "reason", "derivation")
+           "epochs", "node", "inherited_params", "fresh_params", "inherited_from", "hash",
+           "reason", "derivation")
+"""``inherited_from``: ``parent:params`` pairs of a child that inherited weights."""
 
 
 def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
@@ -55,11 +57,25 @@ def write_outputs(run: RunDir, store: TrialStore) -> dict:
                                            "derivation": best.derivation.text},
         "seed": None if seed is None else {"index": seed.index, "origin": seed.origin,
                                            "score": seed.score},
+        **_inheritance_summary(order),
     }
     run.summary_file.write_text(json.dumps(summary, indent=1))
     if order:
         plot_progress(run.progress_picture, trials)
     return summary
+
+
+def _inheritance_summary(order: list[StoredTrial]) -> dict:
+    """How much the children inherited (nothing for a search without weight inheritance)."""
+    children = [t.result for t in order if "inherited_params" in t.result]
+    if not children:
+        return {}
+    total = sum(r["inherited_params"] + r["fresh_params"] for r in children)
+    return {"inheritance": {
+        "children": len(children),
+        "inherited": sum(r["inherited_params"] > 0 for r in children),
+        "inherited_fraction": sum(r["inherited_params"] for r in children) / total if total
+        else 0.0}}
 
 
 def best_seed(order: list[StoredTrial]) -> StoredTrial | None:
@@ -78,7 +94,10 @@ def _leaderboard(path: Path, order: list[StoredTrial]) -> None:
                 t.proposal.get("params", ""), t.proposal.get("flops", ""), t.origin,
                 " ".join(map(str, t.proposal.get("parents", []))),
                 round(t.result.get("seconds", 0.0), 3), t.result.get("epochs_run", ""),
-                t.result.get("node", ""), t.hash, t.reason, t.derivation.text])
+                t.result.get("node", ""), t.result.get("inherited_params", ""),
+                t.result.get("fresh_params", ""),
+                " ".join(f"{p}:{n}" for p, n in t.result.get("inherited_from", {}).items()),
+                t.hash, t.reason, t.derivation.text])
 
 
 def best_curve(trials: list[StoredTrial], by: str = "index") -> tuple[list[float], list[float]]:
