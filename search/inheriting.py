@@ -47,9 +47,10 @@ class InheritancePlan:
 
 def plan_for(choices: dict, derivation_of: Callable[[int], Derivation]) -> InheritancePlan | None:
     """The plan of a proposal whose strategy asked for inheritance (``inherit_from`` in its
-    choices); None for any other proposal."""
+    choices, empty for a child of parents not trained yet: it records that it took nothing);
+    None for any other proposal."""
     parents = choices.get("inherit_from")
-    if not parents:
+    if parents is None:
         return None
     wanted = set(parents)
     regions = tuple((tuple(c), k, tuple(s)) for c, k, s in choices.get("origins", ())
@@ -90,7 +91,8 @@ class InheritedBuilder:
         counts = dict(zip(self.trial_of, made.record.per_parent))
         self.record = {**self.record, "inherited_params": made.record.inherited,
                        "fresh_params": made.record.fresh,
-                       "inherited_from": {str(i): n for i, n in counts.items()},
+                       # pairs, not a mapping: Tune flattens a nested dict of a result
+                       "inherited_from": [[i, n] for i, n in counts.items()],
                        **({"inherit_missing": sorted(self.missing)} if self.missing else {})}
         return made.network
 

@@ -96,7 +96,7 @@ def _leaderboard(path: Path, order: list[StoredTrial]) -> None:
                 round(t.result.get("seconds", 0.0), 3), t.result.get("epochs_run", ""),
                 t.result.get("node", ""), t.result.get("inherited_params", ""),
                 t.result.get("fresh_params", ""),
-                " ".join(f"{p}:{n}" for p, n in t.result.get("inherited_from", {}).items()),
+                " ".join(f"{p}:{n}" for p, n in t.result.get("inherited_from", [])),
                 t.hash, t.reason, t.derivation.text])
 
 

@@ -104,7 +104,7 @@ def test_a_child_starts_from_its_parents_weights_and_records_them():
     total = sum(p.numel() for p in network.parameters())
     assert record["inherited_params"] > 0
     assert record["inherited_params"] + record["fresh_params"] == total
-    assert record["inherited_from"] == {"0": record["inherited_params"]}
+    assert record["inherited_from"] == [[0, record["inherited_params"]]]
     assert "inherit_missing" not in record
 
 
