@@ -17,6 +17,7 @@ that needs neither should not wait for them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import random
@@ -138,7 +139,18 @@ def distance(a: Derivation, b: Derivation, weights: EditWeights | None = None) -
 
 def count(derivation: Derivation, input_shape, num_classes: int | None = None,
           output_shape=None) -> Cost:
-    """Parameters, FLOPs and activation elements per sample of the network ``build`` makes."""
+    """Parameters, FLOPs and activation elements per sample of the network ``build`` makes.
+
+    Remembered for the last few hundred networks: a search's driver asks for the same
+    proposal's cost from its budget, memory and bookkeeping steps, and a derivation never
+    changes (``Cost`` is frozen, so sharing the answer is safe)."""
+    return _count(derivation, tuple(input_shape), num_classes,
+                  None if output_shape is None else tuple(output_shape))
+
+
+@functools.lru_cache(maxsize=512)
+def _count(derivation: Derivation, input_shape: tuple, num_classes: int | None,
+           output_shape: tuple | None) -> Cost:
     from .analysis import annotate
     from .heads import check_target, head_cost
 

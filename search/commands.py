@@ -118,9 +118,11 @@ def cmd_search(args) -> None:
                              workers=args.workers, final_top_k=0 if args.no_final else None,
                              quiet=args.quiet)
     else:
+        from einspace.tasks.handle import resolve_task
+
         config = load_config(args.config, _overrides(args))
         out = Path(args.out) if args.out else RESULTS / (
-            f"{Path(config.task['name']).name.replace('unseen:', '')}-{config.strategy}-"
+            f"{resolve_task(config.task['name']).short_name}-{config.strategy}-"
             f"{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             summary = run_search(config, out, quiet=args.quiet)

@@ -34,6 +34,11 @@ class Task(ABC):
     name: str
 
     @property
+    def short_name(self) -> str:
+        """A name fit for a folder: the task's name, or an ``unseen:`` directory's last part."""
+        return Path(self.name.removeprefix(SPEC_PREFIX)).name
+
+    @property
     @abstractmethod
     def input_shape(self) -> tuple[int, ...]: ...
 

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from einspace.architecture_source import architecture_kind, resolve_architecture
 from einspace.compiler import build
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError
-from einspace.seeds import load_seed, seed_names
-from einspace.text import parse
+from einspace.seeds import seed_names
 
 from .base import Batch, Context, Technique, check_number, derived_seed, option_path, register
 
@@ -42,23 +42,19 @@ class Guidance:
 
 
 def guide_derivation(guide: Any) -> Derivation:
-    """The guide architecture: a shipped seed's name, or derivation text ``"(...)"``.
-
-    This is the techniques' only architecture resolution ("seed name or text"); when the core's
-    ``einspace.architecture_source.resolve_architecture`` lands, its body becomes that call,
-    with the errors still naming ``recipe.techniques.guidance.guide``."""
+    """The guide architecture: a shipped seed's name, or derivation text ``"(...)"`` (never a
+    file: a recipe is stored with its run and must resolve the same anywhere)."""
     where = option_path("guidance", "guide")
     if not isinstance(guide, str):
         raise ConfigError(f"{where} must be a seed name or architecture text, got {guide!r}")
-    if guide.lstrip().startswith("("):
-        try:
-            return parse(guide)
-        except EinspaceError as error:
-            raise ConfigError(f"{where} is not a valid architecture: {error}") from None
-    if guide not in seed_names():
+    kind = architecture_kind(guide, files=False)
+    if kind == "unknown":
         raise ConfigError(f"{where} {guide!r} is not a shipped seed; seeds: "
                           f"{', '.join(seed_names())}")
-    return load_seed(guide)
+    try:
+        return resolve_architecture(guide, what=where, files=False)
+    except EinspaceError as error:
+        raise ConfigError(f"{where} is not a valid architecture: {error}") from None
 
 
 def linear_cka(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
