@@ -17,6 +17,7 @@ import resource
 import statistics
 
 import einspace
+from einspace.analysis import parse_input_shape
 from einspace.memory import format_bytes, training_memory
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=6.0,
                         help="skip samples whose estimate exceeds this (the machine's limit)")
     args = parser.parse_args()
-    shape = tuple(int(s) for s in args.shape.split(","))
+    shape = parse_input_shape(args.shape)
     candidates = [(name, einspace.load_seed(name)) for name in ("mlp", "resnet18")
                   if name in einspace.seed_names()]
     seed = 0

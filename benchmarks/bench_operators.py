@@ -28,18 +28,11 @@ import time
 import torch
 
 import einspace
+from benchmarks.quantiles import quantile
 from einspace.canonical_form import clear_cache
+from einspace.cli import input_shape
 
 NUM_CLASSES = 10
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.lower().split("x"))
-
-
-def quantile(values, q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def valid(child: einspace.Derivation, shape) -> bool:
@@ -99,7 +92,7 @@ def distance_rate(samples) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100)
-    parser.add_argument("--shape", type=parse_shape, default=(3, 28, 28))
+    parser.add_argument("--shape", type=input_shape, default=(3, 28, 28))
     parser.add_argument("--distances", type=int, default=2000, help="random pairs timed")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -32,21 +32,14 @@ import time
 import torch
 
 import einspace
+from benchmarks.quantiles import quantile
+from einspace.analysis import parse_input_shape
 from einspace.errors import EinspaceError
 from einspace.mutation import mutate
 
 REFERENCE_SAMPLES_PER_S = {(3, 28, 28): 0.070, (3, 64, 64): 0.074}
 REFERENCE_SEED_MUTATION_S = {(3, 28, 28): (1.1, 2.9), (3, 64, 64): (7.1, 12.6)}
 NUM_CLASSES = 10
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.lower().split("x"))
-
-
-def quantile(values, q: float):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def stats(values) -> str:
@@ -208,7 +201,7 @@ def main(argv=None) -> None:
     sampler = einspace.Sampler()
     print(f"budget: {sampler.budget}")
     for text in args.shapes:
-        bench_shape(parse_shape(text), args, sampler)
+        bench_shape(parse_input_shape(text), args, sampler)
 
 
 if __name__ == "__main__":

@@ -1,172 +1,131 @@
-"""Search quality: regularised evolution from ResNet-18 and random search, against ResNet-18.
+"""Search quality at equal wall-clock budget: the CPU protocol against random search and the
+seeds trained alone, on every built-in task (issue 12, item 7).
 
-Run as ``python -m benchmarks.bench_search_quality`` (a few-trial CPU budget, see the flags), or
-with the einspace protocol on a GPU machine or a Ray cluster::
+    python -m benchmarks.bench_search_quality                    # the whole plan (~7 hours)
+    python -m benchmarks.bench_search_quality --tasks mnist1d --strategies cpu --seeds 0 \\
+        --minutes 3                                              # one cell
+    python -m benchmarks.bench_search_quality --list             # the plan, and what is done
+    python -m benchmarks.bench_search_quality --table [--readme] # the table (into README.md)
 
-    python -m benchmarks.bench_search_quality --trials 1000 --epochs 8 --final-epochs 64 \\
-        --population 100 --tournament 10 --cap-factor 0 --workers 8 --gpus-per-trial 0.25
-
-For each task, with the same budget for both strategies (``--trials`` trained candidates of
-``--epochs`` epochs, the task's training recipe, the same architecture budget) it runs
-
-* **evolution**: regularised evolution seeded with ResNet-18 (trial 0 *is* ResNet-18);
-* **random**: random search over the grammar;
-* **ResNet-18**: the seed alone, trained with the same recipe;
-
-and reports the best validation score of each search and the test score of its best candidate
-retrained on train + valid for ``--final-epochs`` (the search's own final evaluation), beside
-ResNet-18's validation score (evolution's trial 0, which trains it with the search's recipe) and
-its test score after the same final retraining (``einspace.tasks.baseline.run_baseline`` with
-``final=True`` and trial 0's training seed).
-
-``--cap-factor K`` (default 2) limits every candidate to K times ResNet-18's FLOPs and activation
-elements on the task, so that a CPU run stays bounded (``0``: the grammar's default budget).  Run
-directories and a JSON file of the figures go to ``--out``.
+Every strategy is the shipped ``cpu`` config (``search/configs/cpu.yaml``) with a few keys
+changed (:mod:`benchmarks.quality.plan`), searching for ``--minutes`` of wall clock, after
+which its best candidate is retrained with the protocol's final retraining and scored on test.
+Each (task, strategy, search seed) cell is its own run directory under ``results/quality/``
+and, once finished, one line of ``benchmarks/results/search_quality.jsonl``; a rerun skips
+the finished cells and resumes a cell that was killed midway.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import time
+import sys
 from pathlib import Path
 
-import torch
+from einspace.errors import EinspaceError
+from einspace.search.run_dir import RunDir
 
-import einspace
-from einspace.search.config import resolve
-from einspace.search.engine import run_search
-from einspace.search.store import open_run_store
-from einspace.search.trial import trial_seed
-from einspace.tasks.baseline import run_baseline
-from einspace.tasks.handle import resolve_task
-from einspace.tasks.status import Status
+from .quality.cells import run_search_cell, run_seed_cell
+from .quality.plan import QUALITY_DIR, Cell, plan, strategies, strategy_names
+from .quality.results import RESULTS_FILE, append_row, provenance, read_rows, row_key
+from .quality.table import render, replace_block
 
-
-def caps(task: str, size: str, factor: float) -> dict:
-    """The architecture budget: ``factor`` x ResNet-18's FLOPs and activations (or none)."""
-    if not factor:
-        return {}
-    data = resolve_task(task).load(size=size)
-    head = ({"num_classes": data.num_classes} if data.num_classes is not None
-            else {"output_shape": data.target_shape})
-    cost = einspace.count(einspace.load_seed("resnet18"), data.input_shape, **head)
-    return {"max_flops": int(cost.flops * factor),
-            "max_activations": int(cost.activations * factor)}
+README = Path(__file__).resolve().parents[1] / "README.md"
+DEFAULT_MINUTES = 10.0
 
 
-def search(task: str, strategy: str, args, budget: dict, out: Path) -> dict:
-    config = {
-        "task": {"name": task, "size": args.size},
-        "seed": args.seed,
-        "search": {"strategy": strategy, "trials": args.trials, "workers": args.workers,
-                   "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-                   "address": args.address},
-        "evolution": {"population_size": args.population, "tournament_size": args.tournament,
-                      "seeds": ["resnet18"]},
-        "training": {"epochs": args.epochs},
-        "budget": budget,
-        "final": {"top_k": 1, "epochs": args.final_epochs},
-    }
-    run = out / f"{task}-{strategy}"
-    began = time.perf_counter()
-    summary = run_search(resolve(config), run, quiet=True)
-    seconds = time.perf_counter() - began
-    trials = open_run_store(run).latest()
-    final = summary.final[0] if summary.final else {}
-    row = {"task": task, "method": strategy, "trials": summary.trials, "failed": summary.failed,
-           "best_index": summary.best_index, "valid": summary.best_score,
-           "test": final.get("test_score"), "seconds": seconds, "run": str(run)}
-    if strategy == "evolution" and trials and trials[0].origin.startswith("seed:"):
-        row["seed_valid"] = trials[0].score if trials[0].status == Status.OK else None
-        row["best_is_seed"] = summary.best_index == 0
-    print(f"  {strategy:9s} {summary.trials} trials ({summary.failed} failed), best valid "
-          f"{fmt(row['valid'])} (trial {summary.best_index}), test {fmt(row['test'])}, "
-          f"{seconds:.0f} s", flush=True)
+def seed_alone_score(cell: Cell, rows: list[dict], results: Path, root: Path) -> float | None:
+    """The seeds-alone test score for the cell's task and seed, running that cell first when
+    it has not run yet (every search row carries it)."""
+    seed_cell = Cell(cell.task, next(s for s in strategies() if s.is_seed_alone), cell.seed)
+    found = [r for r in rows if row_key(r) == seed_cell.key(0)]
+    if not found:
+        found = [run_cell(seed_cell, 0, rows, results, root)]
+    return found[-1]["test"]
+
+
+def run_cell(cell: Cell, minutes: float, rows: list[dict], results: Path, root: Path) -> dict:
+    """Run one cell and append its row to ``results`` (and to ``rows``)."""
+    print(f"{cell.name}: running", flush=True)
+    row = {"task": cell.task, "strategy": cell.strategy.name, "seed": cell.seed}
+    if cell.strategy.is_seed_alone:
+        row.update(minutes=None, **run_seed_cell(cell))
+    else:
+        alone = seed_alone_score(cell, rows, results, root)
+        row.update(minutes=minutes, **run_search_cell(cell, minutes, root), seed_alone=alone)
+    row.update(provenance())
+    append_row(row, results)
+    rows.append(row)
+    print(f"{cell.name}: " + ", ".join(f"{k} {row[k]}" for k in ("trials", "valid", "test",
+                                                                   "seed_alone", "seconds")
+                                       if k in row), flush=True)
     return row
 
 
-def seed_baseline(task: str, args) -> dict:
-    """ResNet-18 alone, retrained on train + valid for the final epochs and scored on test."""
-    torch.set_num_threads(max(1, math.floor(args.cpus_per_trial)))
-    began = time.perf_counter()
-    record = run_baseline(resolve_task(task), einspace.load_seed("resnet18"), "resnet18",
-                          {"epochs": args.epochs, "eval_epochs": args.final_epochs,
-                           "seed": trial_seed(args.seed, 0)},
-                          final=True, size=args.size)
-    seconds = time.perf_counter() - began
-    print(f"  resnet18  alone: test {fmt(record['score'])} after {record['epochs']} epochs on "
-          f"train+valid, {seconds:.0f} s", flush=True)
-    return {"task": task, "method": "resnet18", "test": record["score"], "seconds": seconds,
-            "status": record["status"], "reason": record["reason"]}
+def state(cell: Cell, minutes: float, done: set, root: Path) -> str:
+    if cell.strategy.waiting_for:
+        return f"waiting for {cell.strategy.waiting_for}"
+    if cell.key(minutes) in done:
+        return "done"
+    run = RunDir(cell.run_dir(root))
+    if not cell.strategy.is_seed_alone and run.is_run():
+        stored = run.config().search["time"] / 60
+        return ("started (resumes)" if stored == minutes
+                else f"started with --minutes {stored:g}")
+    return "to run"
 
 
-def fmt(value) -> str:
-    return "—" if value is None else f"{value:.4f}"
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| task | method | trials | best valid | test (best retrained) | wall s |",
-             "|---|---|---|---|---|---|"]
-    for task in dict.fromkeys(r["task"] for r in rows):
-        evo = next((r for r in rows if r["task"] == task and r["method"] == "evolution"), {})
-        seed = next((r for r in rows if r["task"] == task and r["method"] == "resnet18"), {})
-        lines.append(f"| {task} | ResNet-18 seed | 1 | {fmt(evo.get('seed_valid'))} | "
-                     f"{fmt(seed.get('test'))} | {seed.get('seconds', 0):.0f} |")
-        for r in rows:
-            if r["task"] == task and r["method"] != "resnet18":
-                label = ("evolution from ResNet-18" if r["method"] == "evolution"
-                         else "random search")
-                note = " (best = the seed)" if r.get("best_is_seed") else ""
-                lines.append(f"| {task} | {label} | {r['trials']} | {fmt(r['valid'])}{note} | "
-                             f"{fmt(r['test'])} | {r['seconds']:.0f} |")
-    return "\n".join(lines)
+def parse_list(text: str | None, kind=str) -> list | None:
+    return None if text is None else [kind(x) for x in text.split(",") if x]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", default="mnist1d,chesseract_wdl",
-                        help="comma-separated built-in tasks")
-    parser.add_argument("--size", default="default", choices=["small", "default"])
-    parser.add_argument("--trials", type=int, default=10, help="trained candidates per search")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per candidate")
-    parser.add_argument("--final-epochs", type=int, default=2,
-                        help="epochs of the final retraining on train+valid")
-    parser.add_argument("--population", type=int, default=8)
-    parser.add_argument("--tournament", type=int, default=3)
-    parser.add_argument("--cap-factor", type=float, default=2.0,
-                        help="candidates <= K x ResNet-18's FLOPs and activations (0: no cap)")
-    parser.add_argument("--strategies", default="evolution,random")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cpus-per-trial", type=float, default=1)
-    parser.add_argument("--gpus-per-trial", type=float, default=0)
-    parser.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="directory for the runs (default results/bench-quality-*)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", help="comma-separated tasks (default: the plan's)")
+    parser.add_argument("--strategies", help=f"comma-separated, of {', '.join(strategy_names())}")
+    parser.add_argument("--seeds", help="comma-separated search seeds (default 0,1)")
+    parser.add_argument("--minutes", type=float, help=f"search wall clock per cell (default "
+                        f"{DEFAULT_MINUTES:g}; with --table: show only that budget's cells)")
+    parser.add_argument("--list", action="store_true", help="print the plan and what is done")
+    parser.add_argument("--table", action="store_true", help="print the table of the results")
+    parser.add_argument("--readme", action="store_true", help="with --table: write it into "
+                        "README.md between its markers")
+    parser.add_argument("--results", type=Path, default=RESULTS_FILE, help="results file")
+    parser.add_argument("--out", type=Path, default=QUALITY_DIR, help="cells' run directories")
     args = parser.parse_args(argv)
+    try:
+        run(args)
+    except EinspaceError as e:
+        sys.exit(f"bench_search_quality: {e}")
 
-    out = Path(args.out or f"results/bench-quality-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"budget: {args.trials} trials x {args.epochs} epoch(s), final retraining "
-          f"{args.final_epochs} epoch(s), task size {args.size}, {args.workers} workers, "
-          f"population {args.population} / tournament {args.tournament}, cap "
-          f"{args.cap_factor:g}x ResNet-18; load average "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs",
-          flush=True)
-    rows = []
-    began = time.perf_counter()
-    for task in args.tasks.split(","):
-        budget = caps(task, args.size, args.cap_factor)
-        print(f"{task}: architecture budget {budget or 'grammar defaults'}", flush=True)
-        for strategy in args.strategies.split(","):
-            rows.append(search(task, strategy, args, budget, out))
-        rows.append(seed_baseline(task, args))
-        (out / "results.json").write_text(json.dumps(rows, indent=1))
-    print(f"\ntotal {time.perf_counter() - began:.0f} s; load average "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(table(rows))
+
+def run(args) -> None:
+    names = parse_list(args.strategies)
+    unknown = sorted(set(names or ()) - set(strategy_names()))
+    if unknown or (args.minutes is not None and args.minutes <= 0):
+        raise EinspaceError(f"unknown strategies {unknown}; choose from "
+                            f"{', '.join(strategy_names())}" if unknown
+                            else "--minutes must be positive")
+    rows = read_rows(args.results)
+    if args.table:
+        labels = {s.name: s.label for s in strategies()}
+        table = render(rows, labels, args.minutes)
+        print(table)
+        if args.readme:
+            README.write_text(replace_block(README.read_text(), table))
+        return
+    minutes = args.minutes or DEFAULT_MINUTES
+    cells = plan(parse_list(args.tasks), names, parse_list(args.seeds, int))
+    done = {row_key(r) for r in rows}
+    if args.list:
+        for cell in cells:
+            print(f"{cell.name:40s} {state(cell, minutes, done, args.out)}")
+        return
+    for cell in cells:
+        if state(cell, minutes, done, args.out) in ("done", f"waiting for "
+                                                     f"{cell.strategy.waiting_for}"):
+            continue
+        run_cell(cell, minutes, rows, args.results, args.out)
+        done = {row_key(r) for r in rows}
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 import einspace
 from benchmarks.handwritten import HANDWRITTEN
+from einspace.analysis import parse_input_shape
 
 GOAL = 1.10
 NUM_CLASSES = 10
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    shape = tuple(int(s) for s in args.shape.split("x"))
+    shape = parse_input_shape(args.shape)
     print(f"training step (forward + backward + SGD), batch {args.batch}, input {args.shape}, "
           f"{NUM_CLASSES} classes, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"median over interleaved rounds")

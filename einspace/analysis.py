@@ -60,6 +60,17 @@ def check_input_shape(shape) -> Shape:
     return dims
 
 
+def parse_input_shape(text: str) -> Shape:
+    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28), checked by :func:`check_input_shape`: the one
+    reader of a shape typed by a person, for the CLI and the benchmarks alike."""
+    parts = text.replace("x", ",").replace("×", ",").split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ShapeError(f"{text!r} is not a shape; write C,H,W (e.g. 3,28,28) or N,D") from None
+    return check_input_shape(dims)
+
+
 def annotate(derivation: Derivation, input_shape) -> Annotation:
     """Annotate every node of ``derivation`` for ``input_shape``; ShapeError if it does not fit."""
     shape = check_input_shape(input_shape)

@@ -14,8 +14,13 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .errors import EinspaceError
+
+if TYPE_CHECKING:
+    from .analysis import Annotation
 
 BASELINE_RESULTS = "results/baselines.jsonl"
 """Where ``tasks baseline`` appends its records unless ``--out`` says otherwise (the default of
@@ -32,19 +37,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def input_shape(text: str) -> tuple[int, ...]:
-    """``3,28,28`` or ``3x28x28`` -> (3, 28, 28); the sizes are checked by the one check every
-    input shape passes (``einspace.analysis.check_input_shape``)."""
-    from .analysis import check_input_shape
+    """An argparse type: ``einspace.analysis.parse_input_shape``, its error as a usage error."""
+    from .analysis import parse_input_shape
     from .errors import ShapeError
 
-    parts = text.replace("x", ",").replace("×", ",").split(",")
     try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a shape; write C,H,W (e.g. 3,28,28) or N,D") from None
-    try:
-        return check_input_shape(dims)
+        return parse_input_shape(text)
     except ShapeError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -101,6 +99,17 @@ def _describe(annotation, num_classes: int | None) -> dict:
     return info
 
 
+def _write_picture(write: Callable[[Annotation, str], object], annotation: Annotation,
+                   path: str, what: str) -> str:
+    """Write one picture of ``annotation`` and return its path for the report; a path the system
+    refuses becomes a one-line error that says which of the pictures failed."""
+    try:
+        write(annotation, path)
+    except OSError as e:
+        raise EinspaceError(f"cannot write {what} {path}: {e.strerror}") from None
+    return str(path)
+
+
 def cmd_inspect(args) -> None:
     from .analysis import annotate
     from .architecture_source import resolve_architecture
@@ -111,18 +120,10 @@ def cmd_inspect(args) -> None:
     annotation = annotate(derivation, args.input_shape)
     info = _describe(annotation, args.num_classes)
     if args.graph:
-        try:
-            write_dataflow(annotation, args.graph)
-        except OSError as e:
-            raise EinspaceError(f"cannot write graph {args.graph}: {e.strerror}") from None
-        info["graph"] = str(args.graph)
+        info["graph"] = _write_picture(write_dataflow, annotation, args.graph, "graph")
     if args.tree:
         from .tree_picture import write_tree
-        try:
-            write_tree(annotation, args.tree)
-        except OSError as e:
-            raise EinspaceError(f"cannot write tree {args.tree}: {e.strerror}") from None
-        info["tree"] = str(args.tree)
+        info["tree"] = _write_picture(write_tree, annotation, args.tree, "tree")
     trained = None
     if args.weights:
         from .trained import trained_weights

@@ -135,7 +135,7 @@ def cmd_search(args) -> None:
     rejected = f", {summary.rejected} rejected before training" if summary.rejected else ""
     print(f"trials: {summary.trials} ({summary.failed} failed{rejected}) in "
           f"{summary.seconds:.0f} s"
-          + ("; the space ran out of new architectures" if summary.exhausted else ""))
+          + (f"; {summary.exhausted}" if summary.exhausted else ""))
     if summary.best_index is None:
         print("best: none (no trial succeeded)")
         return

@@ -18,6 +18,7 @@ search:
   storage: null               # database URL; sqlite file in the run directory otherwise
   keep_weights: 3             # trained weights kept for the best K trials
   memory_per_trial: auto      # memory budget per trial: auto (from the Ray nodes), 6GB, or off
+  time_per_trial: auto        # training-time share per trial: auto (from search.time), 90s, or off
 evolution:
   population_size: 100
   tournament_size: 10
@@ -30,6 +31,8 @@ optuna: {sampler: tpe}        # tpe | random
 # each strategy's section is its typed settings (einspace.search.strategies), named like it
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)
 final: {top_k: 1, epochs: null}      # retrain the best on train+valid, score test; top_k 0 = skip
+screening: {candidates: 1}    # K > 1: rank K candidates per slot, train the best one
+fidelity: {rungs: [], eta: 3}        # successive halving over [data fraction, epochs] rungs
 grammar: {...}                # as in einspace.config
 budget: {...}
 ```
@@ -53,8 +56,16 @@ from einspace.memory import parse_bytes
 from einspace.tasks.recipe import Recipe
 
 from .checks import check_choice, check_integer, check_number
+from .fidelity import FIDELITY_DEFAULTS, check_fidelity
+from .screening import ScreeningOptions
 from .shipped import SHIPPED, shipped_names
-from .strategies import StrategySettings, read_sections, section_defaults, strategy_names
+from .strategies import (
+    StrategySettings,
+    get_strategy,
+    read_sections,
+    section_defaults,
+    strategy_names,
+)
 
 ORDERINGS = ("deterministic", "asynchronous")
 SCHEDULERS = ("none", "asha")
@@ -65,9 +76,12 @@ SEARCH_DEFAULTS: dict = {
     "search": {"strategy": "evolution", "trials": 200, "time": None, "workers": 2,
                "ordering": "deterministic", "cpus_per_trial": 1, "gpus_per_trial": 0,
                "retries": 1, "scheduler": "none", "grace_epochs": 1, "address": None,
-               "storage": None, "keep_weights": 3, "memory_per_trial": "auto"},
+               "storage": None, "keep_weights": 3, "memory_per_trial": "auto",
+               "time_per_trial": "auto"},
     "training": {},
     "final": {"top_k": 1, "epochs": None},
+    "screening": ScreeningOptions().to_section(),
+    "fidelity": FIDELITY_DEFAULTS,
     "grammar": {},
     "budget": {},
 }
@@ -109,12 +123,17 @@ class SearchConfig:
     def strategy(self) -> str:
         return self.search["strategy"]
 
+    @property
+    def screening(self) -> ScreeningOptions:
+        return ScreeningOptions.from_dict(self.raw["screening"])
+
     def to_dict(self) -> dict:
         return copy.deepcopy(self.raw)
 
 
-def parse_duration(value) -> float | None:
-    """Seconds from ``3600``, ``"90s"``, ``"30m"``, ``"2h"`` (None stays None)."""
+def parse_duration(value, key: str = "search.time") -> float | None:
+    """Seconds from ``3600``, ``"90s"``, ``"30m"``, ``"2h"`` (None stays None); errors name
+    ``key``."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
@@ -122,7 +141,7 @@ def parse_duration(value) -> float | None:
         return float(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"search.time must be a positive number of seconds or like '90m', "
+        raise ConfigError(f"{key} must be a positive number of seconds or like '90m', "
                           f"'2h'; got {value!r}")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
@@ -244,6 +263,10 @@ def _check(raw: dict) -> dict[str, StrategySettings]:
     check_number("search.cpus_per_trial", s["cpus_per_trial"], 0.0, strict=True)
     if s["memory_per_trial"] not in ("auto", "off", None):
         parse_bytes(s["memory_per_trial"], "search.memory_per_trial")
+    if s["time_per_trial"] is None or s["time_per_trial"] is False:
+        s["time_per_trial"] = "off"  # YAML 1.1 reads a bare `off` as false
+    if s["time_per_trial"] not in ("auto", "off"):
+        s["time_per_trial"] = parse_duration(s["time_per_trial"], "search.time_per_trial")
     if s["address"] is not None:
         if not isinstance(s["address"], str) or not s["address"]:
             raise ConfigError(f"search.address must be host:port, 'local' or null, got "
@@ -257,8 +280,24 @@ def _check(raw: dict) -> dict[str, StrategySettings]:
     sections = read_sections(raw)
     for name, settings in sections.items():
         raw[name] = settings.to_section()
+    raw["screening"] = _checked_screening(raw["screening"], s["strategy"]).to_section()
+    check_fidelity(raw["fidelity"])
+    if raw["fidelity"]["rungs"] and s["scheduler"] != "none":
+        raise ConfigError("fidelity.rungs and search.scheduler: asha both stop weak candidates "
+                          "early; use one of them")
     f = raw["final"]
     check_integer("final.top_k", f["top_k"], 0)
     if f["epochs"] is not None:
         check_integer("final.epochs", f["epochs"], 1)
     return sections
+
+
+def _checked_screening(section: dict, strategy: str) -> ScreeningOptions:
+    """The ``screening`` section, refused when it screens for a strategy that cannot (Optuna's
+    trials are drawn by its own sampler, one per trial)."""
+    screening = ScreeningOptions.from_dict(section)
+    if screening.enabled and not get_strategy(strategy).supports_screening:
+        able = ", ".join(n for n in strategy_names() if get_strategy(n).supports_screening)
+        raise ConfigError(f"screening.candidates = {screening.candidates}: the {strategy} "
+                          f"strategy does not screen candidates; set it to 1 or use {able}")
+    return screening

@@ -27,6 +27,7 @@ from .resources import MemoryScreen
 from .run_dir import RunDir
 from .store import TrialStore
 from .strategies import Outcome
+from .time_budget import TimeScreen
 
 INHERITANCE_KEYS = ("inherited_params", "fresh_params", "inherited_from", "inherit_missing",
                     "inherit_error", "pooled")
@@ -43,7 +44,7 @@ class SearchDriver:
 
     def __init__(self, config: SearchConfig, run: RunDir, loop: SearchLoop, store: TrialStore,
                  data: TaskData, progress: Progress, elapsed_before: float,
-                 screen: MemoryScreen | None = None):
+                 screen: MemoryScreen | None = None, time_screen: TimeScreen | None = None):
         self.config = config
         self.run = run
         self.loop = loop
@@ -51,6 +52,7 @@ class SearchDriver:
         self.data = data
         self.progress = progress
         self.screen = screen
+        self.time_screen = time_screen
         self.time_budget = config.search["time"]
         self.elapsed_before = elapsed_before
         self.started = time.time()
@@ -86,7 +88,7 @@ class SearchDriver:
                 "seed": self.config.seed,
                 "threads": max(1, math.floor(self.config.search["cpus_per_trial"])),
                 "memory": self.screen.request(item.proposal) if self.screen else None,
-                **self._inheritance(item)}
+                **self._fidelity(item), **self._inheritance(item)}
 
     def _inheritance(self, item: LoopTrial) -> dict:
         """The trial config's weight-inheritance keys: none when the strategy never inherits;
@@ -96,15 +98,30 @@ class SearchDriver:
         plan = plan_for(item.proposal.choices, lambda i: self.loop.trials[i].proposal.derivation)
         return {"pool": True, **({"inherit": plan.to_config()} if plan is not None else {})}
 
+    def _fidelity(self, item: LoopTrial) -> dict:
+        """What a trial of the ladder trains on: its rung's data fraction and epochs (nothing
+        without a ladder, so such a trial trains as it always has)."""
+        if self.loop.ladder is None:
+            return {}
+        rung = self.loop.ladder.rungs[item.rung]
+        return {"fraction": rung.fraction, "epochs": rung.epochs}
+
     def _launch(self, trial_id: str, item: LoopTrial) -> None:
-        number = self.store.start(item.index, item.proposal, self._cost(item))
+        number = self.store.start(item.index, item.proposal,
+                                  {**self._cost(item), **self._rung_record(item)})
         self.attempts[trial_id] = (item.index, number)
         self.launched[trial_id] = time.time()
         self.progress.started(item.index)
 
+    def _rung_record(self, item: LoopTrial) -> dict:
+        if self.loop.ladder is None:
+            return {}
+        return {"rung": self.loop.ladder.rungs[item.rung].record()}
+
     def _record_rejections(self) -> None:
         for trial in self.loop.take_rejections():
-            number = self.store.start(trial.index, trial.proposal, self._cost(trial))
+            number = self.store.start(trial.index, trial.proposal,
+                                      {**self._cost(trial), **self._rung_record(trial)})
             self.store.finish(number, trial.outcome.status, -math.inf, trial.reason, {},
                               trial.tell_seq)
             self.progress.log(f"trial {trial.index}: {trial.reason}")
@@ -124,7 +141,9 @@ class SearchDriver:
             seen.clear()  # a retried attempt starts over
         seen.append({k: result[k] for k in ("epoch", "train_loss", "score", "seconds")})
         self.store.epoch(self.attempts[trial_id][1], result["epoch"], result["score"])
-        self.progress.epoch(self.attempts[trial_id][0], result["epoch"], result["score"])
+        index = self.attempts[trial_id][0]
+        self.progress.epoch(index, result["epoch"], result["score"],
+                            self._fidelity(self.loop.trials[index]).get("epochs"))
 
     def on_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if trial_id not in self.attempts:
@@ -162,6 +181,8 @@ class SearchDriver:
         outcome = Outcome(index, trial.proposal.derivation, score, status,
                           trial.proposal.choices)
         tell_seq = self.loop.finish(index, outcome)
+        if self.time_screen is not None:
+            self.time_screen.observe(index, trial.proposal, info)
         self.store.finish(number, status, score, reason, info, tell_seq)
         self.store.set_run("elapsed", self.elapsed)
         if self._note_best(trial):
@@ -249,12 +270,16 @@ class SearchDriver:
             table.pop(trial_id, None)
 
     def _note_best(self, trial: LoopTrial) -> bool:
-        """Whether a finished trial is the new best (ties go to the lower index)."""
+        """Whether a finished trial is the new best: the highest fidelity rung first (only
+        results at one rung compete), then the score; ties go to the lower index."""
         outcome = trial.outcome
-        if outcome.status != Status.OK or (self.best is not None
-                                    and (outcome.score, -trial.index)
-                                    <= (self.best[0], -self.best[1])):
+        if outcome.status != Status.OK:
             return False
+        if self.best is not None:
+            best = self.loop.trials[self.best[1]]
+            if (trial.rung, outcome.score, -trial.index) \
+                    <= (best.rung, self.best[0], -self.best[1]):
+                return False
         self.best = (outcome.score, trial.index)
         return True
 
@@ -280,4 +305,6 @@ class SearchDriver:
         info = {"params": cost.params, "flops": cost.flops, "activations": cost.activations}
         if self.screen is not None:
             info["memory_estimate"] = self.screen.estimate(item.proposal).total
+        if self.time_screen is not None:
+            info["epoch_seconds_estimate"] = self.time_screen.epoch_estimate(item.proposal)
         return info

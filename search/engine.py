@@ -40,15 +40,18 @@ from einspace.tasks.status import Status
 from .cluster import check_address, start_ray
 from .config import SearchConfig, resolve
 from .driver import SearchDriver
+from .fidelity import successive_halving
 from .final import final_candidates, final_evaluation, previous_final
-from .loop import LoopTrial, SearchLoop
+from .loop import LoopTrial, SearchLoop, first_rejection
 from .outputs import write_outputs
 from .progress import Progress
 from .resources import MemoryScreen, derived_max_activations, resolve_memory_budget
 from .run_dir import RunDir
+from .screening import CandidatePicker, search_picker
 from .search_task import load_search_task, search_recipe
 from .store import TrialStore, open_run_store
 from .strategies import Strategy, StrategyContext, create_strategy
+from .time_budget import time_screen
 from .trial import ModelWrapper
 from .tune_session import fit_to_the_end
 
@@ -71,7 +74,8 @@ class SearchSummary:
     best_score: float | None
     best_derivation: str | None
     seconds: float
-    exhausted: bool
+    exhausted: str
+    """Why the search stopped before its budget was spent ("" when it did not)."""
     final: list[dict]
     rejected: int = 0
 
@@ -156,15 +160,23 @@ def _search(config: SearchConfig, run: RunDir, data: TaskData, recipe: Recipe, *
     budget = search["memory_per_trial"]
     screen = MemoryScreen(data, recipe, budget if isinstance(budget, int) else None)
     store = TrialStore(run.store_url(search["storage"]))
-    loop = _restore_loop(config, store, make_strategy(config, data.input_shape), resume, screen)
+    timing = time_screen(search, store, data, recipe)
+    picker = search_picker(config.screening, data, config.seed)
+    loop = _restore_loop(config, store, make_strategy(config, data.input_shape), resume,
+                         first_rejection(screen, timing), picker)
+    if timing is not None:
+        timing.follow(loop, store if resume else None)
     progress = Progress(search["trials"], search["time"], quiet=quiet, epochs=recipe.epochs)
     progress.restored(loop)
     driver = SearchDriver(config, run, loop, store, data, progress,
                           elapsed_before=store.run("elapsed", 0.0) if resume else 0.0,
-                          screen=screen)
+                          screen=screen, time_screen=timing)
+    screening_before = store.run("screening_seconds", 0.0) if resume else 0.0
     final: list[dict] = []
     fit_to_the_end(driver, config, recipe, data, run, workers, wrap_model)
     store.set_run("elapsed", driver.elapsed)
+    if picker is not None:
+        store.set_run("screening_seconds", screening_before + picker.seconds)
     progress.close()
     write_outputs(run, store)
     if loop.running:
@@ -187,7 +199,7 @@ def _search(config: SearchConfig, run: RunDir, data: TaskData, recipe: Recipe, *
 
 
 def _restore_loop(config: SearchConfig, store: TrialStore, strategy: Strategy,
-                  resume: bool, screen=None) -> SearchLoop:
+                  resume: bool, screen=None, picker: CandidatePicker | None = None) -> SearchLoop:
     """A fresh loop, or on resume the loop rebuilt from the store (interrupted attempts marked
     and queued to run again).  The ordering lag comes from the config's ``workers`` (the
     resolved config is written before any trial), so a resumed run repeats the uninterrupted one
@@ -195,11 +207,12 @@ def _restore_loop(config: SearchConfig, store: TrialStore, strategy: Strategy,
     search = config.search
     lag = LAG_PER_WORKER * search["workers"] if search["ordering"] == "deterministic" else None
     loop = SearchLoop(strategy, seed=config.seed, max_trials=search["trials"], lag=lag,
-                      screen=screen)
+                      screen=screen, picker=picker,
+                      ladder=successive_halving(config.raw["fidelity"]))
     if resume:
         store.interrupt_unfinished()
-        loop.restore([LoopTrial(t.index, t.as_proposal(), t.as_outcome(), t.tell_seq)
-                      for t in store.latest()])
+        loop.restore([LoopTrial(t.index, t.as_proposal(), t.as_outcome(), t.tell_seq,
+                                rung=t.rung) for t in store.latest()])
     return loop
 
 

@@ -20,8 +20,20 @@ the space is considered exhausted and the loop stops proposing.
 An optional ``screen`` looks at every new proposal before it is handed out and may reject it
 (returning the reason): a rejected proposal keeps its index and is told to the strategy as a
 ``rejected`` outcome like any other, but is never run and does not count against
-``max_trials``.  Screening is a pure function of the proposal, so a resumed search rejects
-exactly what the uninterrupted one did.
+``max_trials``.  A screen looks only at the proposal and at outcomes the strategy has already
+been told (and whatever the run directory stores), so a resumed search rejects exactly what the
+uninterrupted one did.
+
+An optional ``picker`` (screening before training, the config's ``screening:`` section) makes a
+slot draw K distinct new candidates instead of one and trains the one it picks; it is told every
+outcome right after the strategy, in the same order.  Without it no extra draw is made.
+
+An optional ``ladder`` (:class:`~einspace.search.fidelity.SuccessiveHalving`) adds a data
+fidelity: every trial has a rung (0 for a strategy's proposal), the ladder sees every tell and
+queues promotions, and a queued promotion is handed out, as a new trial of the same network at
+the next rung, before the strategy is asked for anything new.  The strategy is told only the
+rung-0 results of its own proposals, so every score it compares was measured at one fidelity;
+higher rungs decide the search's best.
 """
 
 from __future__ import annotations
@@ -31,14 +43,42 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from einspace.canonical_form import canonical_hash
 from einspace.tasks.status import Status
 
+from .fidelity import Rung, SuccessiveHalving
 from .strategies import Outcome, Proposal, Strategy
 
 Screen = Callable[[Proposal], "str | None"]
 """``screen(proposal) -> reason`` to reject it before it runs, or None to let it run."""
+
+
+def first_rejection(*screens: Screen | None) -> Screen:
+    """One screen asking each of ``screens`` in turn (None ones skipped): the first reason
+    wins."""
+    chosen = [screen for screen in screens if screen is not None]
+
+    def screen(proposal: Proposal) -> str | None:
+        for each in chosen:
+            reason = each(proposal)
+            if reason:
+                return reason
+        return None
+
+    return screen
+
+
+class Picker(Protocol):
+    """Screening before training (:class:`einspace.search.screening.CandidatePicker`): how many
+    distinct candidates to draw for a slot, which one to train, and what finished trials say."""
+
+    def wanted(self, strategy: Strategy, index: int) -> int: ...
+
+    def pick(self, proposals: list[Proposal], reject: Screen | None) -> Proposal: ...
+
+    def observe(self, outcome: Outcome) -> None: ...
 
 
 class _Signal:
@@ -64,6 +104,8 @@ class LoopTrial:
     outcome: Outcome | None = None
     tell_seq: int | None = None
     reason: str = ""
+    rung: int = 0
+    """The fidelity rung it trains at (always 0 without a ladder)."""
 
     @property
     def rejected(self) -> bool:
@@ -79,7 +121,8 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, *, seed: int, max_trials: int | None,
                  lag: int | None = 1, max_duplicate_draws: int = 100,
-                 screen: Screen | None = None):
+                 max_rejections_in_a_row: int = 200, screen: Screen | None = None,
+                 picker: Picker | None = None, ladder: SuccessiveHalving | None = None):
         if lag is not None and lag < 1:
             raise ValueError("lag must be a positive integer or None")
         self.strategy = strategy
@@ -87,12 +130,17 @@ class SearchLoop:
         self.max_trials = max_trials
         self.lag = lag
         self.max_duplicate_draws = max_duplicate_draws
+        self.max_rejections_in_a_row = max_rejections_in_a_row
         self.screen = screen
+        self.picker = picker
+        self.ladder = ladder
         self.rejections: list[LoopTrial] = []
         """Rejected trials not yet collected by the caller (see :meth:`take_rejections`)."""
         self.trials: list[LoopTrial] = []
         self.duplicates = 0
-        self.exhausted = False
+        self.exhausted = ""
+        """Why the loop stopped proposing before its budget was spent ("" while it has not)."""
+        self._rejected_in_a_row = 0
         self._networks: set[str] = set()  # canonical hashes of every proposal
         self._told = 0
         self._told_in_order = 0
@@ -106,8 +154,15 @@ class SearchLoop:
         while True:
             item = self._next_proposal()
             if not isinstance(item, LoopTrial) or item.outcome is None:
+                self._rejected_in_a_row = 0
                 return item
             self.rejections.append(item)
+            self._rejected_in_a_row += 1
+            if self._rejected_in_a_row >= self.max_rejections_in_a_row:
+                # A budget no candidate fits would otherwise keep the loop drawing forever.
+                self.exhausted = (f"the last {self._rejected_in_a_row} candidates were all "
+                                  f"rejected before training (over the memory or time budget)")
+                return DONE
 
     def take_rejections(self) -> list[LoopTrial]:
         """The trials rejected since the last call (for the caller to record)."""
@@ -133,14 +188,27 @@ class SearchLoop:
                     return WAIT
                 self._tell(trial)
                 self._told_in_order += 1
+        promotion = self.ladder.next_promotion() if self.ladder is not None else None
+        if promotion is not None:
+            return self._promote(*promotion)
         rng = random.Random(f"{self.seed}/{n}")
+        wanted = self.picker.wanted(self.strategy, n) if self.picker is not None else 1
+        fresh: dict[str, Proposal] = {}
         for _ in range(self.max_duplicate_draws):
             proposal = self.strategy.ask(n, rng)
-            if canonical_hash(proposal.derivation) not in self._networks:
-                return self._screened(self._add(proposal))
-            self.duplicates += 1
-        self.exhausted = True
-        return DONE
+            network = canonical_hash(proposal.derivation)
+            if network in self._networks or network in fresh:
+                self.duplicates += 1
+                continue
+            fresh[network] = proposal
+            if len(fresh) == wanted:
+                break
+        if not fresh:
+            self.exhausted = "the space ran out of new architectures"
+            return DONE
+        candidates = list(fresh.values())
+        chosen = candidates[0] if wanted == 1 else self.picker.pick(candidates, self.screen)
+        return self._screened(self._add(chosen))
 
     def finish(self, index: int, outcome: Outcome) -> int | None:
         """Record a trial's outcome; returns its tell sequence number when the strategy was told
@@ -182,7 +250,7 @@ class SearchLoop:
         if [t.index for t in ordered] != list(range(len(ordered))):
             raise ValueError("stored trials must be numbered 0..n-1 without gaps")
         for stored in ordered:
-            self._add(stored.proposal)
+            self._add(stored.proposal, stored.rung)
         if self.lag is None:
             told = sorted((t for t in ordered if t.outcome is not None and t.tell_seq is not None),
                           key=lambda t: t.tell_seq)
@@ -205,13 +273,27 @@ class SearchLoop:
                                              Status.REJECTED, trial.proposal.choices))
         return trial
 
-    def _add(self, proposal: Proposal) -> LoopTrial:
-        trial = LoopTrial(len(self.trials), proposal)
+    def _add(self, proposal: Proposal, rung: int = 0) -> LoopTrial:
+        trial = LoopTrial(len(self.trials), proposal, rung=rung)
         self.trials.append(trial)
         self._networks.add(canonical_hash(trial.proposal.derivation))
+        if rung > 0:
+            self.ladder.promoted(proposal.parents[0])
         return trial
+
+    def _promote(self, source: int, rung: Rung) -> LoopTrial:
+        """A new trial of trial ``source``'s network at ``rung`` (never screened again: the
+        memory a network needs does not depend on the data fraction or the epochs)."""
+        proposal = self.trials[source].proposal
+        return self._add(Proposal(proposal.derivation, "promotion", (source,), proposal.choices),
+                         rung.level)
 
     def _tell(self, trial: LoopTrial) -> None:
         trial.tell_seq = self._told
         self._told += 1
-        self.strategy.tell(trial.outcome)
+        if self.ladder is not None:
+            self.ladder.told(trial.outcome, trial.rung)
+        if trial.rung == 0:
+            self.strategy.tell(trial.outcome)
+            if self.picker is not None:
+                self.picker.observe(trial.outcome)

@@ -1,10 +1,12 @@
 """The files a search leaves in its run directory, all derived from the trial database.
 
-* ``leaderboard.csv`` — one row per trial (latest attempt), best first, failed trials last;
+* ``leaderboard.csv`` — one row per trial (latest attempt), best first, failed trials last; with
+  a fidelity ladder the ``rung`` column says at which (data fraction x epochs) a score was
+  measured, and the top rung ranks first;
 * ``best.arch`` — the best architecture's derivation text (also rewritten live during the run);
 * ``progress.png`` — best score so far against trials and against wall-clock time;
 * ``summary.json`` — counts, the best trial, the best seed trial (what the search must beat),
-  failures by reason.
+  failures by reason, and with screening on its seconds and share of the training seconds.
 
 They can be regenerated at any time from ``trials.db`` (``write_outputs``), so a killed run loses
 none of them for good.
@@ -24,18 +26,19 @@ from .run_dir import RunDir
 from .store import StoredTrial, TrialStore
 
 COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "parents", "seconds",
-           "epochs", "node", "inherited_params", "fresh_params", "inherited_from", "hash",
+           "epochs", "rung", "node", "inherited_params", "fresh_params", "inherited_from", "hash",
            "reason", "derivation")
 """``inherited_from``: ``parent:params`` pairs of a child that inherited weights."""
 
 
 def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
-    """Best first: ok trials by score (ties: lower index), then stopped, then failed and
-    rejected."""
+    """Best first: ok trials by fidelity rung, highest first (scores at different rungs do not
+    compete; without a ladder every trial is at rung 0), then by score (ties: lower index),
+    then stopped, then failed and rejected."""
     def key(t: StoredTrial):
         score = t.score if t.score is not None and math.isfinite(t.score) else -math.inf
         group = 0 if t.status == Status.OK else 1 if t.status == Status.STOPPED else 2
-        return (group, -score, t.index)
+        return (group, -t.rung, -score, t.index)
     return sorted(trials, key=key)
 
 
@@ -55,10 +58,14 @@ def write_outputs(run: RunDir, store: TrialStore) -> dict:
         "best": None if best is None else {"index": best.index, "score": best.score,
                                            "hash": best.hash,
                                            "derivation": best.derivation.text},
-        "seed": None if seed is None else {"index": seed.index, "origin": seed.origin,
+        "seed": None if seed is None else {"index": seed.index,
+                                           "origin": seed_origin(seed, order),
                                            "score": seed.score},
         **_inheritance_summary(order),
     }
+    screening = store.run("screening_seconds")
+    if screening is not None:
+        summary["screening"] = screening_overhead(screening, trials)
     run.summary_file.write_text(json.dumps(summary, indent=1))
     if order:
         plot_progress(run.progress_picture, trials)
@@ -78,10 +85,31 @@ def _inheritance_summary(order: list[StoredTrial]) -> dict:
         else 0.0}}
 
 
+def screening_overhead(seconds: float, trials: list[StoredTrial]) -> dict:
+    """Screening's wall-clock seconds on the driver beside the trials' training seconds: the
+    issue's bound is a share under 5 %."""
+    training = sum(t.result.get("seconds") or 0.0 for t in trials)
+    return {"seconds": round(seconds, 3), "training_seconds": round(training, 3),
+            "share_of_training": round(seconds / training, 4) if training else None}
+
+
 def best_seed(order: list[StoredTrial]) -> StoredTrial | None:
     """The best successful seed trial of ``order`` (ranked best first): the starting point whose
-    score a search from seeds has to beat; None for a search without seeds."""
-    return next((t for t in order if t.status == Status.OK and t.origin.startswith("seed:")), None)
+    score a search from seeds has to beat; None for a search without seeds.  With a fidelity
+    ladder a seed's promotions are the seed too, and only a result at the best trial's rung
+    counts (None when no seed got there): scores at other rungs are not comparable."""
+    top = order[0].rung if order else 0
+    return next((t for t in order if t.status == Status.OK and t.rung == top
+                 and seed_origin(t, order).startswith("seed:")), None)
+
+
+def seed_origin(trial: StoredTrial, trials: list[StoredTrial]) -> str:
+    """How a trial's network was first proposed: its own origin, or for a promotion (a seed's
+    network at a higher fidelity rung) the origin of the trial it was promoted from."""
+    by_index = {t.index: t for t in trials}
+    while trial.origin == "promotion" and trial.proposal["parents"][0] in by_index:
+        trial = by_index[trial.proposal["parents"][0]]
+    return trial.origin
 
 
 def _leaderboard(path: Path, order: list[StoredTrial]) -> None:
@@ -94,10 +122,16 @@ def _leaderboard(path: Path, order: list[StoredTrial]) -> None:
                 t.proposal.get("params", ""), t.proposal.get("flops", ""), t.origin,
                 " ".join(map(str, t.proposal.get("parents", []))),
                 round(t.result.get("seconds", 0.0), 3), t.result.get("epochs_run", ""),
-                t.result.get("node", ""), t.result.get("inherited_params", ""),
+                _rung_text(t), t.result.get("node", ""), t.result.get("inherited_params", ""),
                 t.result.get("fresh_params", ""),
                 " ".join(f"{p}:{n}" for p, n in t.result.get("inherited_from", [])),
                 t.hash, t.reason, t.derivation.text])
+
+
+def _rung_text(trial: StoredTrial) -> str:
+    """``LEVEL:FRACTIONxEPOCHS`` (e.g. ``1:0.5x2``) of a ladder's trial, empty without one."""
+    rung = trial.proposal.get("rung")
+    return "" if rung is None else f"{rung['level']}:{rung['fraction']:g}x{rung['epochs']}"
 
 
 def best_curve(trials: list[StoredTrial], by: str = "index") -> tuple[list[float], list[float]]:

@@ -7,7 +7,8 @@ marked failed with ``status=interrupted`` and re-run as a new attempt with the s
 readers take the latest finished attempt per index.  Only the driver writes.
 
 User attributes of a trial: ``trial`` (index, hash, canonical derivation text, origin,
-parents, strategy choices, params, FLOPs, activations; written in one transaction before the
+parents, strategy choices, params, FLOPs, activations, and with a fidelity ladder the
+``rung`` (level, data fraction, epochs) it trains at; written in one transaction before the
 trial starts) and, when it ends, ``outcome`` (status ok / failed / stopped / interrupted, score,
 reason, per-epoch history, seconds, node, ``tell_seq``; one transaction, then the Optuna state).
 A candidate screened out before launch (status ``rejected``, e.g. over the memory budget) is
@@ -95,6 +96,11 @@ class StoredTrial:
     @property
     def hash(self) -> str:
         return self.derivation.hash
+
+    @property
+    def rung(self) -> int:
+        """The fidelity rung its result was measured at (0 for a search without a ladder)."""
+        return self.proposal.get("rung", {}).get("level", 0)
 
     def as_proposal(self) -> Proposal:
         return Proposal(self.derivation, self.origin, tuple(self.proposal.get("parents", ())),

@@ -27,6 +27,7 @@ from einspace.state_dict import serialize_state
 from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.status import Status
+from einspace.tasks.subset import training_subset
 from einspace.tasks.trainer import train
 from einspace.text import parse
 
@@ -45,7 +46,8 @@ def trial_seed(search_seed: int, index: int) -> int:
 def run_trial(config: dict, *, data: TaskData, recipe: Recipe, keeper: KeeperSpec | None = None,
               wrap_model: ModelWrapper | None = None) -> None:
     """The Ray Tune function trainable of a search (``config``: index, derivation, seed,
-    threads, and for weight inheritance inherit and pool)."""
+    threads, with a fidelity ladder the rung's training data ``fraction`` and ``epochs``, and
+    for weight inheritance ``inherit`` and ``pool``)."""
     import ray
     from ray import tune
 
@@ -74,7 +76,11 @@ def run_trial(config: dict, *, data: TaskData, recipe: Recipe, keeper: KeeperSpe
         tune.report({"kind": "epoch", "index": index, "epoch": epoch, "score": metrics["score"],
                      "train_loss": metrics["train_loss"], "seconds": metrics["seconds"]})
 
-    result = train(builder, data, recipe.with_overrides(seed=trial_seed(config["seed"], index)),
+    fidelity = {"epochs": config["epochs"]} if "epochs" in config else {}
+    if "fraction" in config:
+        data = training_subset(data, config["fraction"], config["seed"])
+    result = train(builder, data,
+                   recipe.with_overrides(seed=trial_seed(config["seed"], index), **fidelity),
                    callback=report, keep_model=True)
     trained = keeper is not None and result.status == Status.OK and result.model is not None
     # Serialized at most once, and only when the keeper takes it.

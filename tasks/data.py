@@ -7,7 +7,7 @@ Arrays may be memory-mapped (large image sets stay off the heap); batches are ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -77,6 +77,4 @@ class TaskData:
                                   f"cannot be scored on test after retraining on train + valid")
         train, valid = self.splits["train"], self.splits["valid"]
         joined = Split(np.concatenate([train.x, valid.x]), np.concatenate([train.y, valid.y]))
-        return TaskData(self.name, self.input_shape, self.task_type,
-                        {"train": joined, "valid": self.splits["test"]}, self.num_classes,
-                        self.target_shape, self.metadata)
+        return replace(self, splits={"train": joined, "valid": self.splits["test"]})

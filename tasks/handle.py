@@ -13,10 +13,10 @@ caller needs its shapes or its data.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .data import TaskData
 from .registry import TaskSpec, build_task, get_task
@@ -24,6 +24,16 @@ from .unseen_nas import SPEC_PREFIX, load_unseen_nas, spec_directory
 
 if TYPE_CHECKING:
     from .recipe import Recipe
+
+
+class TaskShapes(Protocol):
+    """The four facts a network is built from; a :class:`TaskSpec` and a :class:`TaskData` both
+    state them, so a handle reads them from whichever it holds."""
+
+    input_shape: tuple[int, ...]
+    task_type: str
+    num_classes: int | None
+    target_shape: tuple[int, ...] | None
 
 
 class Task(ABC):
@@ -40,19 +50,24 @@ class Task(ABC):
 
     @property
     @abstractmethod
-    def input_shape(self) -> tuple[int, ...]: ...
+    def _shapes(self) -> TaskShapes:
+        """What states the task's shapes: a built-in task's spec, an Unseen-NAS directory's data."""
 
     @property
-    @abstractmethod
-    def task_type(self) -> str: ...
+    def input_shape(self) -> tuple[int, ...]:
+        return self._shapes.input_shape
 
     @property
-    @abstractmethod
-    def num_classes(self) -> int | None: ...
+    def task_type(self) -> str:
+        return self._shapes.task_type
 
     @property
-    @abstractmethod
-    def target_shape(self) -> tuple[int, ...] | None: ...
+    def num_classes(self) -> int | None:
+        return self._shapes.num_classes
+
+    @property
+    def target_shape(self) -> tuple[int, ...] | None:
+        return self._shapes.target_shape
 
     @property
     @abstractmethod
@@ -99,20 +114,8 @@ class BuiltinTask(Task):
         return self.spec.name
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.spec.input_shape
-
-    @property
-    def task_type(self) -> str:
-        return self.spec.task_type
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.spec.num_classes
-
-    @property
-    def target_shape(self) -> tuple[int, ...] | None:
-        return self.spec.target_shape
+    def _shapes(self) -> TaskSpec:
+        return self.spec
 
     @property
     def metric(self) -> str:
@@ -124,9 +127,7 @@ class BuiltinTask(Task):
 
     def load(self, seed: int = 0, size: str = "default",
              root: str | Path | None = None) -> TaskData:
-        data = load_unseen_nas(self.directory(seed, size, root))
-        return TaskData(self.spec.name, data.input_shape, data.task_type, data.splits,
-                        data.num_classes, data.target_shape, data.metadata)
+        return replace(load_unseen_nas(self.directory(seed, size, root)), name=self.spec.name)
 
     def summary(self) -> dict:
         return self.spec.summary()
@@ -150,20 +151,8 @@ class UnseenTask(Task):
         return load_unseen_nas(self.path)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self._data.input_shape
-
-    @property
-    def task_type(self) -> str:
-        return self._data.task_type
-
-    @property
-    def num_classes(self) -> int | None:
-        return self._data.num_classes
-
-    @property
-    def target_shape(self) -> tuple[int, ...] | None:
-        return self._data.target_shape
+    def _shapes(self) -> TaskData:
+        return self._data
 
     @property
     def metric(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -117,7 +117,5 @@ def build_task(name: str, root: str | Path | None = None, seed: int = 0,
         data = spec.generator(seed, size)
         metadata = {**data.metadata, "generator_version": spec.version, "seed": seed,
                     "source": spec.source, "metric": spec.metric, "size": size}
-        write_unseen_nas(directory, TaskData(data.name, data.input_shape, data.task_type,
-                                             data.splits, data.num_classes, data.target_shape,
-                                             metadata))
+        write_unseen_nas(directory, replace(data, metadata=metadata))
     return directory

@@ -3,11 +3,11 @@ round trip, the missing-package / missing-table errors, and that a tiny conv net
 
 Skipped when python-chess or the Syzygy tables (from the chess sdist) are absent."""
 
-import hashlib
 import sys
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 import einspace
 from einspace.tasks import chesseract_wdl
@@ -22,14 +22,6 @@ try:
 except TaskError:
     pytest.skip(f"Syzygy tables absent; fetch them with `{chesseract_wdl.FETCH}`",
                 allow_module_level=True)
-
-
-def checksum(data: TaskData) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        h.update(np.ascontiguousarray(data.splits[name].x).tobytes())
-        h.update(np.ascontiguousarray(data.splits[name].y).tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,7 @@ MASKED = ["masked_conv3k", "masked_norm", "masked_leakyrelu"]
 FAMILIES = {"attention", "normalisation", "token-mixing", "gating", "hyper-kernel", "bottleneck",
             "low-rank", "residual", "masking", "propagation"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small modules: intra-op threads cost more than they save on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def terminal(name):

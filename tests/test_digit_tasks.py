@@ -2,17 +2,16 @@
 class balance, labels that follow the arithmetic rule, the on-disk round trip, the missing-source
 error, generation speed and that a tiny CNN learns something."""
 
-import hashlib
 import sys
 import time
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 import einspace
 from einspace.tasks import _digit_canvas as canvas
 from einspace.tasks import addnist_lite, multnist_lite
-from einspace.tasks.data import TaskData
 from einspace.tasks.recipe import Recipe
 from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
@@ -23,15 +22,6 @@ TASKS = ("addnist_lite", "multnist_lite")
 MAKERS = {"addnist_lite": addnist_lite.make_addnist_lite,
           "multnist_lite": multnist_lite.make_multnist_lite}
 DIGIT_TASKS = {"addnist_lite": addnist_lite.TASK, "multnist_lite": multnist_lite.TASK}
-
-
-def checksum(data: TaskData) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        split = data.splits[name]
-        h.update(np.ascontiguousarray(split.x).tobytes())
-        h.update(np.ascontiguousarray(split.y).tobytes())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -111,9 +101,6 @@ def test_triples_cover_the_classes():
     assert all((t.sum(1) - 1 == k).all() for k, t in enumerate(add))
     mult = canvas.triples_by_class(multnist_lite.multiplication_label, 10)
     assert sum(len(t) for t in mult) == 1000 and all(len(t) for t in mult)
-
-
-
 
 
 def test_missing_sklearn_names_the_install_command(monkeypatch):

@@ -17,6 +17,7 @@ import math
 import pytest
 import torch
 from flops import measured_flops
+from seed_checks import checked_params
 from torch import nn
 from torch.nn import functional as F
 from training import random_task, train_one_epoch
@@ -28,14 +29,7 @@ from einspace.blocks.registry import NO_CONTEXT
 MINE = ["hyper_channel_gate", "hyperzzw_local3", "hyperzzw_local5", "hyperzzw_local7", "rgu",
         "hyperzzw_global", "cond_channel_gate", "routed_skip", "parallel_sum2", "parallel_sum4"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small modules on a shared 2-core machine: intra-op threads cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(kind, name, x, seed=0):
@@ -417,13 +411,7 @@ def test_terminator_seed_parses_builds_and_counts():
             "hyper_channel_gate", "im2col1k1s0p"} <= leaves
     assert "add_tensors" not in leaves  # no residual connections, as in the paper
     for shape in [(3, 28, 28), (3, 32, 32)]:
-        torch.manual_seed(0)
-        net = einspace.build(d, shape, num_classes=10)
-        n_params = sum(p.numel() for p in net.parameters())
-        assert einspace.count(d, shape, num_classes=10).params == n_params
-        assert 100_000 < n_params < 5_000_000
-        with torch.no_grad():
-            assert net(torch.randn(2, *shape)).shape == (2, 10)
+        assert 100_000 < checked_params(d, shape) < 5_000_000
 
 
 def test_terminator_seed_trains_one_epoch():

@@ -29,13 +29,7 @@ FLOPS_LIMIT = 2_000_000_000
 
 aten = torch.ops.aten
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def modules_of(model: nn.Module, kind) -> list[nn.Module]:

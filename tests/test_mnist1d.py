@@ -2,13 +2,13 @@
 signal shared between splits, the on-disk round trip, the missing-package error, generation speed
 and that a tiny 1x3-conv net beats chance."""
 
-import hashlib
 import random
 import sys
 import time
 
 import numpy as np
 import pytest
+from task_checks import checksum
 
 import einspace
 from einspace.tasks import mnist1d as mnist1d_module
@@ -18,14 +18,6 @@ from einspace.tasks.registry import TaskError, get_task
 from einspace.tasks.trainer import train
 
 pytest.importorskip("mnist1d")
-
-
-def checksum(data: TaskData) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "valid", "test"):
-        h.update(np.ascontiguousarray(data.splits[name].x).tobytes())
-        h.update(np.ascontiguousarray(data.splits[name].y).tobytes())
-    return h.hexdigest()
 
 
 def test_deterministic_and_global_rng_restored():

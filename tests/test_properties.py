@@ -23,7 +23,8 @@ import einspace
 from einspace import Budget, Derivation, SamplingError, annotate, build, count, parse
 from einspace.recombination import swap_matching_subtree
 
-pytestmark = pytest.mark.slow  # thousands of networks built and run: minutes
+# thousands of networks built and run: minutes
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 SHAPES = [(3, 28, 28), (1, 24, 24), (12, 8, 8), (3, 64, 64), (1, 27, 18), (1, 64, 128)]
 PER_SHAPE = 334  # 6 x 334 = 2004 samples
@@ -104,16 +105,6 @@ def check_derivation(d: Derivation, shape, budget: Budget = BUDGET) -> None:
         assert tuple(features.shape) == (2, *annotation.output_shape)
         logits = net.head(features)
         assert tuple(logits.shape) == (2, NUM_CLASSES)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Most networks are small: intra-op threads cost more than they save (and on a busy
-    machine OpenMP threads spin)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # -- samples ---------------------------------------------------------------------------

@@ -316,3 +316,15 @@ def test_restore_rejects_gaps():
     stored[1].index = 2
     with pytest.raises(ValueError, match="without gaps"):
         SearchLoop(RandomSearch(SAMPLER, SHAPE), seed=0, max_trials=None).restore(stored)
+
+
+def test_a_budget_no_candidate_fits_ends_the_search_with_its_reason():
+    loop = SearchLoop(RandomSearch(SAMPLER, SHAPE), seed=0, max_trials=10, lag=1,
+                      max_rejections_in_a_row=25, screen=lambda proposal: "over budget")
+    assert loop.next() is DONE
+    rejected = loop.take_rejections()
+    assert len(rejected) == 25 and all(t.rejected for t in rejected)
+    assert loop.trained == 0
+    assert loop.exhausted == ("the last 25 candidates were all rejected before training "
+                              "(over the memory or time budget)")
+    assert loop.next() is DONE

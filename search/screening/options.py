@@ -50,6 +50,11 @@ class ScreeningOptions:
     def enabled(self) -> bool:
         return self.candidates > 1
 
+    def to_section(self) -> dict:
+        """The section as the run's stored config holds it (plain YAML types)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self)}
+
     @classmethod
     def from_dict(cls, section: dict | None) -> ScreeningOptions:
         """Options from a config's ``screening:`` mapping (None or absent: screening off);

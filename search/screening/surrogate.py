@@ -11,16 +11,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 
 from einspace.errors import ConfigError
 
-SURROGATES = {
-    "random_forest": lambda seed: RandomForestRegressor(
-        n_estimators=64, min_samples_leaf=2, random_state=seed, n_jobs=1),
-    "gradient_boosting": lambda seed: GradientBoostingRegressor(
-        n_estimators=64, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=seed),
-}
+
+def _random_forest(seed: int):
+    from sklearn.ensemble import RandomForestRegressor
+    return RandomForestRegressor(n_estimators=64, min_samples_leaf=2, random_state=seed,
+                                 n_jobs=1)
+
+
+def _gradient_boosting(seed: int):
+    from sklearn.ensemble import GradientBoostingRegressor
+    return GradientBoostingRegressor(n_estimators=64, max_depth=3, learning_rate=0.1,
+                                     subsample=0.8, random_state=seed)
+
+
+SURROGATES = {"random_forest": _random_forest, "gradient_boosting": _gradient_boosting}
+"""Regressor factories by name; scikit-learn is imported when one is made (it takes seconds),
+so reading a config that names a surrogate does not load it."""
 
 
 class Surrogate:

@@ -77,6 +77,10 @@ class Strategy(ABC):
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type[StrategySettings] | None] = None
+    supports_screening: ClassVar[bool] = False
+    """Whether a ``screening:`` section may ask this strategy for several candidates per trial
+    (see :meth:`screens`); a strategy whose proposals are not interchangeable draws (Optuna's
+    trials are its sampler's own) says no, and the config refuses screening for it."""
 
     @classmethod
     def create(cls, settings: StrategySettings | None, context: StrategyContext) -> Strategy:
@@ -89,6 +93,13 @@ class Strategy(ABC):
     def ask(self, index: int, rng: random.Random) -> Proposal:
         """The proposal for trial ``index``; may be called again for the same index with the
         same ``rng`` stream continued when the previous proposal was a duplicate."""
+
+    def screens(self, index: int) -> bool:
+        """Whether proposal ``index`` may be one of several screened candidates: asking again
+        with the same stream continued then gives another candidate for the same slot.
+        Proposals a search must train as they are (seeds, a starting population) say no."""
+        del index
+        return self.supports_screening
 
     def tell(self, outcome: Outcome) -> None:
         """Learn from a finished trial (strategies that do not learn ignore it)."""

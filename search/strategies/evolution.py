@@ -144,6 +144,7 @@ class RegularisedEvolution(Strategy):
 
     name = "evolution"
     Settings = EvolutionSettings
+    supports_screening = True
 
     @classmethod
     def create(cls, settings: EvolutionSettings, context: StrategyContext) -> RegularisedEvolution:
@@ -198,6 +199,10 @@ class RegularisedEvolution(Strategy):
                 break
             proposal = self._child(parent, rng)
         return proposal
+
+    def screens(self, index: int) -> bool:
+        """Children are screened; seeds and a from-scratch starting population are not."""
+        return index >= (len(self.seeds) if self.seeds else self.population_size)
 
     def _child(self, parent: Member, rng: random.Random) -> Proposal:
         if self.crossover_rate and rng.random() < self.crossover_rate:

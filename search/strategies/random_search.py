@@ -15,6 +15,7 @@ class RandomSearch(Strategy):
     """Samples each candidate afresh; the best of the budget wins."""
 
     name = "random"
+    supports_screening = True
 
     def __init__(self, sampler: Sampler, input_shape: tuple[int, ...]):
         self.sampler = sampler
