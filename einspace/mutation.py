@@ -46,6 +46,22 @@ class Mutation:
     site: Path
     origins: dict[Path, tuple[int, Path]]
 
+    def regions(self) -> list[tuple[Path, int, Path]]:
+        """The maximal copied subtrees as (child path, parent, parent path), in path order."""
+        return copied_regions(self.origins)
+
+
+def copied_regions(origins: dict[Path, tuple[int, Path]]) -> list[tuple[Path, int, Path]]:
+    """An origin map in its compact form, the one a trial record keeps: the maximal copied
+    subtrees as (child path, parent, parent path), in path order (the inverse of
+    :func:`einspace.inheritance.origins_from_regions`)."""
+    found = []
+    for path, (parent, source) in sorted(origins.items()):
+        above = origins.get(path[:-1]) if path else None
+        if above is None or above != (parent, source[:-1]):
+            found.append((path, parent, source))
+    return found
+
 
 def mutate(derivation: Derivation, input_shape, rng: random.Random,
            sampler: Sampler | None = None) -> Derivation:

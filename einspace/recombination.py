@@ -34,6 +34,7 @@ from weakref import WeakKeyDictionary
 from .analysis import Annotation, NodeInfo, annotate
 from .derivation import Derivation
 from .errors import SamplingError, ShapeError
+from .mutation import copied_regions
 from .productions import MODULE
 from .sampler import Sampler
 from .seams import SeamAdapters
@@ -67,12 +68,7 @@ class Crossover:
 
     def regions(self) -> list[tuple[Path, int, Path]]:
         """The maximal copied subtrees as (child path, parent, parent path), in path order."""
-        found = []
-        for path, (parent, source) in sorted(self.origins.items()):
-            above = self.origins.get(path[:-1]) if path else None
-            if above is None or above != (parent, source[:-1]):
-                found.append((path, parent, source))
-        return found
+        return copied_regions(self.origins)
 
 
 def recombine(a: Derivation, b: Derivation, input_shape, rng: random.Random,

@@ -26,6 +26,7 @@ evolution:
   crossover_rate: 0.0         # probability that a child is a crossover of two winners
   novelty_weight: 0.0         # rank contestants by score + w * novelty (0 = off)
   min_distance: 0.0           # redraw a child within this tree edit distance of its parent
+  inherit_weights: true       # children start from their parents' trained weights
 optuna: {sampler: tpe}        # tpe | random
 # each strategy's section is its typed settings (einspace.search.strategies), named like it
 training: {epochs: 8, lr: 0.04}      # any Recipe key (einspace.tasks.recipe)

@@ -20,6 +20,7 @@ from einspace.tasks.status import Status
 
 from .config import SearchConfig
 from .faults import describe, killed_actor
+from .inheriting import plan_for
 from .loop import DONE, WAIT, LoopTrial, SearchLoop
 from .progress import Progress
 from .resources import MemoryScreen
@@ -27,6 +28,10 @@ from .run_dir import RunDir
 from .store import TrialStore
 from .strategies import Outcome
 from .time_budget import TimeScreen
+
+INHERITANCE_KEYS = ("inherited_params", "fresh_params", "inherited_from", "inherit_missing",
+                    "inherit_error", "pooled")
+"""What a trial's final report says about the weights it inherited and pooled."""
 
 COLLATERAL_LIMIT = 5
 """How often a trial may be cut short by Tune stopping for *another* worker's death (a
@@ -58,6 +63,7 @@ class SearchDriver:
         self.tune_trials: dict[str, object] = {}
         self.actors: dict[str, str] = {}  # Tune trial id -> its Ray actor's hex id
         self.keeper_handle = None  # keeps the weight keeper alive (Ray collects unowned actors)
+        self.released: set[int] = set()  # trials whose pooled weights were released
         self.lost = Counter(t.index for t in store.trials() if t.status == Status.LOST)
         self.collateral: Counter[int] = Counter()
         self.best: tuple[float, int] | None = None
@@ -82,7 +88,15 @@ class SearchDriver:
                 "seed": self.config.seed,
                 "threads": max(1, math.floor(self.config.search["cpus_per_trial"])),
                 "memory": self.screen.request() if self.screen else None,
-                **self._fidelity(item)}
+                **self._fidelity(item), **self._inheritance(item)}
+
+    def _inheritance(self, item: LoopTrial) -> dict:
+        """The trial config's weight-inheritance keys: none when the strategy never inherits;
+        else ``pool`` (its weights may make a parent) and, for a child, its ``inherit`` plan."""
+        if self.loop.strategy.weight_parents() is None:
+            return {}
+        plan = plan_for(item.proposal.choices, lambda i: self.loop.trials[i].proposal.derivation)
+        return {"pool": True, **({"inherit": plan.to_config()} if plan is not None else {})}
 
     def _fidelity(self, item: LoopTrial) -> dict:
         """What a trial of the ladder trains on: its rung's data fraction and epochs (nothing
@@ -153,7 +167,8 @@ class SearchDriver:
             status, score, reason = result["status"], result["score"], result["reason"]
             info = {k: result[k] for k in ("history", "seconds", "epochs_run", "device",
                                            "gpu_ids", "began", "node", "host", "pid",
-                                           "weights_kept", "compile", "gpu")
+                                           "weights_kept", "compile", "gpu",
+                                           *INHERITANCE_KEYS)
                     if k in result}
         self._forget(trial_id)
         self._finish(index, number, status, score, reason, info)
@@ -173,6 +188,27 @@ class SearchDriver:
         if self._note_best(trial):
             self.run.write_best_arch(trial.proposal.derivation.text)
         self.progress.finished(index, status, score, self.best)
+        self._release_weights()
+
+    def _release_weights(self) -> None:
+        """Drop the pooled weights no one can inherit any more: kept are the strategy's
+        possible parents, every trial it has not been told about yet (it may still become
+        one) and the parents of every unfinished child (it fetches them when it starts, and a
+        lost attempt starts again)."""
+        living = self.loop.strategy.weight_parents()
+        if living is None or self.keeper_handle is None:
+            return
+        needed = set(living)
+        for trial in self.loop.trials:
+            if trial.tell_seq is None:
+                needed.add(trial.index)
+            if trial.outcome is None:
+                needed.update(trial.proposal.choices.get("inherit_from", ()))
+        done = {t.index for t in self.loop.trials if t.tell_seq is not None}
+        released = sorted(done - needed - self.released)
+        if released:
+            self.keeper_handle.release.remote(released)
+            self.released.update(released)
 
     def on_recover(self, trial_id: str) -> None:
         """Tune is retrying a trial whose worker died (SIGKILL, a lost node or raylet): the lost

@@ -26,7 +26,9 @@ from .run_dir import RunDir
 from .store import StoredTrial, TrialStore
 
 COLUMNS = ("rank", "index", "score", "status", "params", "flops", "origin", "parents", "seconds",
-           "epochs", "rung", "node", "hash", "reason", "derivation")
+           "epochs", "rung", "node", "inherited_params", "fresh_params", "inherited_from", "hash",
+           "reason", "derivation")
+"""``inherited_from``: ``parent:params`` pairs of a child that inherited weights."""
 
 
 def ranked(trials: list[StoredTrial]) -> list[StoredTrial]:
@@ -59,6 +61,7 @@ def write_outputs(run: RunDir, store: TrialStore) -> dict:
         "seed": None if seed is None else {"index": seed.index,
                                            "origin": seed_origin(seed, order),
                                            "score": seed.score},
+        **_inheritance_summary(order),
     }
     screening = store.run("screening_seconds")
     if screening is not None:
@@ -67,6 +70,19 @@ def write_outputs(run: RunDir, store: TrialStore) -> dict:
     if order:
         plot_progress(run.progress_picture, trials)
     return summary
+
+
+def _inheritance_summary(order: list[StoredTrial]) -> dict:
+    """How much the children inherited (nothing for a search without weight inheritance)."""
+    children = [t.result for t in order if "inherited_params" in t.result]
+    if not children:
+        return {}
+    total = sum(r["inherited_params"] + r["fresh_params"] for r in children)
+    return {"inheritance": {
+        "children": len(children),
+        "inherited": sum(r["inherited_params"] > 0 for r in children),
+        "inherited_fraction": sum(r["inherited_params"] for r in children) / total if total
+        else 0.0}}
 
 
 def screening_overhead(seconds: float, trials: list[StoredTrial]) -> dict:
@@ -106,7 +122,10 @@ def _leaderboard(path: Path, order: list[StoredTrial]) -> None:
                 t.proposal.get("params", ""), t.proposal.get("flops", ""), t.origin,
                 " ".join(map(str, t.proposal.get("parents", []))),
                 round(t.result.get("seconds", 0.0), 3), t.result.get("epochs_run", ""),
-                _rung_text(t), t.result.get("node", ""), t.hash, t.reason, t.derivation.text])
+                _rung_text(t), t.result.get("node", ""), t.result.get("inherited_params", ""),
+                t.result.get("fresh_params", ""),
+                " ".join(f"{p}:{n}" for p, n in t.result.get("inherited_from", [])),
+                t.hash, t.reason, t.derivation.text])
 
 
 def _rung_text(trial: StoredTrial) -> str:

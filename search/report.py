@@ -261,11 +261,14 @@ def _score(t: StoredTrial) -> str:
 def _row(rank: int, t: StoredTrial) -> list:
     return [rank, t.index, _score(t), t.status or "unfinished",
             human(t.proposal.get("params", 0)), human(t.proposal.get("flops", 0)), t.origin,
-            f"{t.result['seconds']:.1f}" if "seconds" in t.result else "", t.hash, t.reason]
+            f"{t.result['seconds']:.1f}" if "seconds" in t.result else "",
+            human(t.result["inherited_params"]) if "inherited_params" in t.result else "",
+            t.hash, t.reason]
 
 
 ROW_HEADERS = ["rank", "trial", "score", "status", "params", "FLOPs", "origin", "seconds",
-               "hash", "reason"]
+               "inherited", "hash", "reason"]
+"""``inherited``: the trainable parameters a child took from its parents (weight inheritance)."""
 
 
 def _leaderboard_html(facts: RunFacts) -> str:
@@ -276,7 +279,7 @@ def _leaderboard_html(facts: RunFacts) -> str:
     more = (html.paragraph(f"{len(order) - HTML_ROWS} more trials are in leaderboard.csv of the "
                            f"run directory.") if len(order) > HTML_ROWS else "")
     return html.table(ROW_HEADERS + ["derivation"], rows,
-                      {6: "text", 9: "text", 10: "arch"}) + more
+                      {6: "text", 10: "text", 11: "arch"}) + more
 
 
 def _final_rows(final: list[dict]) -> list[list]:
@@ -297,7 +300,7 @@ def summary_text(facts: RunFacts, top_k: int = 10) -> str:
                                      for rank, t in enumerate(order, 1)]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines.append("")
-        lines += ["  ".join(c.ljust(w) if i in (3, 6, 8) else c.rjust(w)
+        lines += ["  ".join(c.ljust(w) if i in (3, 6, 9) else c.rjust(w)
                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
                   for r in rows]
     failures = facts.failures

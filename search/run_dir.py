@@ -3,6 +3,7 @@
     RUN/config.yaml              the resolved config (written before the first trial)
     RUN/trials.db                the trial database (unless search.storage names another)
     RUN/weights/trial-<i>.pt     kept search-trained weights; weights/index.json: index -> score
+    RUN/weights/pool/trial-<i>.pt  weights of trials that may still be parents (inheritance)
     RUN/final/trial-<i>.pt       weights retrained by the final evaluation
     RUN/final/results.json       the final evaluation's results
     RUN/best.arch, summary.json, leaderboard.csv, progress.png   outputs derived from trials.db
@@ -33,6 +34,8 @@ from .config import SearchConfig, resolve
 
 WEIGHTS_INDEX = "index.json"
 """The weight keeper's index inside a weights folder (trial index -> score)."""
+POOL = "pool"
+"""The weights folder's subfolder of possible parents' weights (weight inheritance)."""
 
 
 class RunFileError(EinspaceError):

@@ -90,7 +90,8 @@ def fit_to_the_end(driver: SearchDriver, config: SearchConfig, recipe: Recipe, d
     ``retries``, so this ends."""
     import ray
 
-    keeper, driver.keeper_handle = _weight_keeper(config, run)
+    keeper, driver.keeper_handle = _weight_keeper(
+        config, run, pool=driver.loop.strategy.weight_parents() is not None)
     while True:
         try:
             fit_session(driver, config, recipe, data, run, workers, wrap_model, keeper)
@@ -129,14 +130,15 @@ def _from_ray(error: BaseException) -> bool:
     return False
 
 
-def _weight_keeper(config: SearchConfig, run: RunDir):
+def _weight_keeper(config: SearchConfig, run: RunDir, pool: bool):
     """The run's weight keeper, started on the driver's node, and the driver's handle, which
-    keeps it alive (trials reach it by name and start it again if it dies).  Not restartable by
+    keeps it alive (trials reach it by name and start it again if it dies); needed to keep the
+    best trials' weights, or (``pool``) the parents' for weight inheritance.  Not restartable by
     Ray on purpose: Ray's memory monitor kills retriable workers first, and the keeper must not
     be the one it picks."""
     import ray
 
-    if not config.search["keep_weights"]:
+    if not config.search["keep_weights"] and not pool:
         return None, None
     directory = run.weights_dir.resolve()
     spec = KeeperSpec(f"einspace-weights-{zlib.crc32(str(directory).encode()):08x}",

@@ -6,6 +6,13 @@ would enter the top ``keep`` (:meth:`WeightKeeper.wants`) and only then ships it
 (:meth:`WeightKeeper.put`).  Files: ``RUN/weights/trial-<index>.pt`` (a plain ``state_dict``,
 loadable with ``torch.load(..., weights_only=True)``) and ``RUN/weights/index.json`` (index ->
 score), rewritten atomically so a killed driver never leaves a half-written index.
+
+For weight inheritance the keeper also holds a **pool**: the weights of every trial that can
+still be a parent (:meth:`WeightKeeper.pool`, :meth:`WeightKeeper.get`), in
+``RUN/weights/pool/trial-<index>.pt`` so a resumed run still finds its parents; the driver
+:meth:`releases <WeightKeeper.release>` a trial once no living population member or running
+child needs it.  Pool files are the trials' own, separate from the top ``keep`` ones, which a
+pruned pool must not lose.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run_dir import WEIGHTS_INDEX, trial_weights_file
+from .run_dir import POOL, WEIGHTS_INDEX, trial_weights_file, trial_weights_files
 
 
 class WeightKeeper:
@@ -27,6 +34,7 @@ class WeightKeeper:
         self.keep = keep
         self.directory.mkdir(parents=True, exist_ok=True)
         self.index_file = self.directory / WEIGHTS_INDEX
+        self.pool_dir = self.directory / POOL
         self.scores: dict[int, float] = {}
         if self.index_file.is_file():
             stored = json.loads(self.index_file.read_text())
@@ -52,6 +60,26 @@ class WeightKeeper:
             del self.scores[dropped]
         _write_atomic(self.index_file, json.dumps(self.scores, indent=1).encode())
         return True
+
+    def pool(self, index: int, state: bytes) -> None:
+        """Hold a trained trial's serialized ``state_dict`` for its future children."""
+        self.pool_dir.mkdir(exist_ok=True)
+        _write_atomic(trial_weights_file(self.pool_dir, index), state)
+
+    def get(self, index: int) -> bytes | None:
+        """A pooled trial's serialized ``state_dict``; None when it was never pooled (it failed,
+        or its worker could not reach the keeper) or was released."""
+        file = trial_weights_file(self.pool_dir, index)
+        return file.read_bytes() if file.is_file() else None
+
+    def pooled(self) -> list[int]:
+        """The trial indices whose weights the pool holds."""
+        return sorted(trial_weights_files(self.pool_dir)) if self.pool_dir.is_dir() else []
+
+    def release(self, indices: list[int]) -> None:
+        """Drop these trials' pooled weights: they can no longer be anyone's parent."""
+        for index in indices:
+            trial_weights_file(self.pool_dir, index).unlink(missing_ok=True)
 
 
 NAMESPACE = "einspace"

@@ -30,7 +30,9 @@ class Proposal:
 
     ``parents`` are trial indices; ``origin`` says how it was made (``sample``, ``seed:NAME``,
     ``mutation``, ``crossover``, ``optuna``); ``choices`` is strategy data worth storing with the
-    trial (for the Optuna strategy, the grammar decisions it drew)."""
+    trial (for the Optuna strategy, the grammar decisions it drew; for a child, ``origins``, its
+    copied subtrees as ``[child path, parent trial index, path in that parent]``, and with
+    weight inheritance ``inherit_from``, the parents whose trained weights it starts from)."""
 
     derivation: Derivation
     origin: str
@@ -102,6 +104,12 @@ class Strategy(ABC):
     def tell(self, outcome: Outcome) -> None:
         """Learn from a finished trial (strategies that do not learn ignore it)."""
         del outcome
+
+    def weight_parents(self) -> set[int] | None:
+        """The trials whose trained weights a future child may still inherit, so the search
+        must keep them; None for a strategy whose children never inherit weights (the search
+        then keeps no parents' weights at all)."""
+        return None
 
     def state(self) -> dict:
         """A JSON-able summary of what the strategy holds (stored with the run, for humans)."""

@@ -16,9 +16,16 @@ Starting points:
 
 With ``crossover_rate`` > 0 a child is, with that probability, the crossover of two tournament
 winners (:func:`einspace.recombine`, which works between unrelated parents) instead of a
-mutation; before the seeds' results are known, of two seeds drawn at random.  The proposal's
-``choices`` hold ``origins``: the child's copied subtrees as ``[child path, parent trial index,
+mutation; before the seeds' results are known, of two seeds drawn at random.  A child's
+proposal ``choices`` hold ``origins``: its copied subtrees as ``[child path, parent trial index,
 path in that parent]``.
+
+With ``inherit_weights`` (on by default) a child starts from its parents' trained weights
+(:mod:`einspace.inheritance`): ``choices["inherit_from"]`` lists the parents it inherits from,
+those that had trained when it was made (a seed mutated before its result is known has no
+weights yet), decided here so a resumed run makes the same decision.  :meth:`weight_parents`
+tells the search whose weights to keep: the population's, and before the population is filled
+from the seeds, the trained seeds'.
 
 Two optional terms, both off by default (then the proposals are exactly those without them):
 
@@ -32,6 +39,7 @@ Two optional terms, both off by default (then the proposals are exactly those wi
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,7 +48,7 @@ from einspace.analysis import annotate
 from einspace.architecture_source import architecture_kind, resolve_architecture
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError, SamplingError
-from einspace.mutation import mutate
+from einspace.mutation import mutate_traced
 from einspace.recombination import recombine
 from einspace.sampler import Sampler
 from einspace.seeds import seed_names
@@ -65,6 +73,8 @@ class EvolutionSettings(StrategySettings):
     crossover_rate: float = 0.0
     novelty_weight: float = 0.0
     min_distance: float = 0.0
+    inherit_weights: bool = True
+    """Children start from their parents' trained weights (Lamarckian evolution)."""
 
     def check(self, section: str) -> None:
         check_integer(f"{section}.population_size", self.population_size, 1)
@@ -75,6 +85,9 @@ class EvolutionSettings(StrategySettings):
                               f"{self.crossover_rate!r}")
         check_number(f"{section}.novelty_weight", self.novelty_weight, 0.0)
         check_number(f"{section}.min_distance", self.min_distance, 0.0)
+        if not isinstance(self.inherit_weights, bool):
+            raise ConfigError(f"{section}.inherit_weights must be true or false, got "
+                              f"{self.inherit_weights!r}")
         if isinstance(self.seeds, str):
             self.seeds = [self.seeds]
         if self.seeds is None:
@@ -140,13 +153,14 @@ class RegularisedEvolution(Strategy):
                    tournament_size=settings.tournament_size,
                    seeds=resolve_seeds(settings.seeds, context.input_shape),
                    crossover_rate=settings.crossover_rate,
-                   novelty_weight=settings.novelty_weight, min_distance=settings.min_distance)
+                   novelty_weight=settings.novelty_weight, min_distance=settings.min_distance,
+                   inherit_weights=settings.inherit_weights)
 
     def __init__(self, sampler: Sampler, input_shape: tuple[int, ...], *,
                  population_size: int = 100, tournament_size: int = 10,
                  seeds: list[tuple[str, Derivation]] | None = None,
                  crossover_rate: float = 0.0, novelty_weight: float = 0.0,
-                 min_distance: float = 0.0):
+                 min_distance: float = 0.0, inherit_weights: bool = True):
         if population_size < 1 or tournament_size < 1:
             raise ConfigError("evolution needs population_size >= 1 and tournament_size >= 1")
         if not 0.0 <= crossover_rate <= 1.0:
@@ -166,6 +180,7 @@ class RegularisedEvolution(Strategy):
         self.crossover_rate = crossover_rate
         self.novelty_weight = novelty_weight
         self.min_distance = min_distance
+        self.inherit_weights = inherit_weights
         self.population: deque[Member] = deque()
         self._seed_outcomes: dict[int, Outcome] = {}
 
@@ -199,15 +214,21 @@ class RegularisedEvolution(Strategy):
                 except SamplingError:
                     pass
                 else:
-                    parents = (parent.index, other.index)
-                    origins = [[list(path), parents[k], list(source)]
-                               for path, k, source in made.regions()]
-                    return Proposal(made.child, "crossover", parents, {"origins": origins})
+                    return self._made(made, "crossover", (parent, other))
         try:
-            child = mutate(parent.derivation, self.input_shape, rng, self.sampler)
+            made = mutate_traced(parent.derivation, self.input_shape, rng, self.sampler)
         except SamplingError:
             return self._sample(rng)
-        return Proposal(child, "mutation", (parent.index,))
+        return self._made(made, "mutation", (parent,))
+
+    def _made(self, made, origin: str, parents: tuple[Member, ...]) -> Proposal:
+        """The proposal of a mutated or crossed-over child, with its lineage in ``choices``."""
+        indices = tuple(m.index for m in parents)
+        choices = {"origins": [[list(path), indices[k], list(source)]
+                               for path, k, source in made.regions()]}
+        if self.inherit_weights:
+            choices["inherit_from"] = sorted({m.index for m in parents if math.isfinite(m.score)})
+        return Proposal(made.child, origin, indices, choices)
 
     def _near_duplicate(self, proposal: Proposal, parent: Member) -> bool:
         """Whether the child is within ``min_distance`` of the parent it was made from."""
@@ -223,6 +244,14 @@ class RegularisedEvolution(Strategy):
             self.population.append(Member(outcome.index, outcome.derivation, outcome.score))
             while len(self.population) > self.population_size:
                 self.population.popleft()
+
+    def weight_parents(self) -> set[int] | None:
+        if not self.inherit_weights:
+            return None
+        living = {m.index for m in self.population}
+        if len(self._seed_outcomes) < len(self.seeds):
+            living |= {i for i, o in self._seed_outcomes.items() if o.usable}
+        return living
 
     def state(self) -> dict:
         return {"population": [[m.index, m.score] for m in self.population]}
