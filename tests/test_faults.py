@@ -336,8 +336,10 @@ def test_a_full_run_directory_stops_with_one_line_and_resumes(small_disk, tmp_pa
 
 @pytest.mark.slow
 def test_a_second_driver_on_a_running_search_is_refused(tmp_path):
+    # Enough trials that the first search is still running when the second driver starts (with
+    # warm workers six tiny trials can finish first); it is killed at the end anyway.
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "search": {**CONFIG["search"], "trials": 6}}))
+    config.write_text(yaml.safe_dump({**CONFIG, "search": {**CONFIG["search"], "trials": 500}}))
     run = tmp_path / "run"
     first = subprocess.Popen([*EINSPACE, "search", "--config", str(config), "--out", str(run),
                               "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL,
