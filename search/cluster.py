@@ -49,12 +49,13 @@ def start_ray(address: str | None) -> bool:
     already initialised Ray, e.g. a test's, is used as it is)."""
     import ray
 
+    # Driver-side Tune settings, also for an already initialised Ray: the trial database is the
+    # record, so Tune's CSV/JSON/TensorBoard result files would only duplicate it (and
+    # TensorBoard warns about the -inf score of every failed candidate).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # The trial database is the record; Tune's CSV/JSON/TensorBoard result files would only
-    # duplicate it (and TensorBoard warns about the -inf score of every failed candidate).
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs = {"include_dashboard": False, "log_to_driver": False,
               "logging_level": logging.ERROR}
     target = address or LOCAL

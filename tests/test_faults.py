@@ -60,7 +60,7 @@ def test_run_directories_left_by_start_up_kills_say_what_to_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_honours_no_final_and_workers(tmp_path):
+def test_resume_honours_no_final_and_workers(tmp_path, local_ray):
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 2},
                       "final": {"top_k": 1, "epochs": 1}})
     run = tmp_path / "run"
@@ -116,7 +116,7 @@ def keeper_name(run: Path) -> str:
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_is_retried_and_the_lost_attempt_recorded(tmp_path):
+def test_sigkilled_worker_is_retried_and_the_lost_attempt_recorded(tmp_path, local_ray):
     ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = str(tmp_path / "killed-once")
     summary = run_search(resolve(CONFIG), tmp_path / "run", quiet=True, wrap_model=lambda i, m: (
@@ -131,7 +131,7 @@ def test_sigkilled_worker_is_retried_and_the_lost_attempt_recorded(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_weight_keeper_is_started_again(tmp_path):
+def test_killed_weight_keeper_is_started_again(tmp_path, local_ray):
     ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
     run, marker = tmp_path / "run", str(tmp_path / "keeper-killed")
     summary = run_search(resolve(CONFIG), run, quiet=True, wrap_model=lambda i, m: (
@@ -145,7 +145,7 @@ def test_killed_weight_keeper_is_started_again(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_database_locked_for_a_while_only_delays_the_search(tmp_path):
+def test_a_database_locked_for_a_while_only_delays_the_search(tmp_path, local_ray):
     run = tmp_path / "run"
     holder = threading.Thread(target=_lock_database_when_running, args=(run, 5.0))
     holder.start()

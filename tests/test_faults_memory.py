@@ -104,7 +104,8 @@ def _memory_in_use() -> int:
 
 
 @pytest.mark.slow
-def test_memory_monitor_kill_is_a_failed_trial_and_the_search_completes(tmp_path, monkeypatch):
+def test_memory_monitor_kill_is_a_failed_trial_and_the_search_completes(tmp_path, monkeypatch,
+                                                                     no_ray):
     used, total = _memory_in_use()
     if total - used < 10 * 2**30:
         pytest.skip("needs 10 GB of free memory to let the memory monitor fire safely")
@@ -124,7 +125,7 @@ def test_memory_monitor_kill_is_a_failed_trial_and_the_search_completes(tmp_path
 
 
 @pytest.mark.slow
-def test_oversized_candidates_are_rejected_before_launch(tmp_path):
+def test_oversized_candidates_are_rejected_before_launch(tmp_path, local_ray):
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 4,
                                            "memory_per_trial": "800MB"},
                       "budget": {"max_params": 200_000, "max_flops": 50_000_000,
@@ -159,7 +160,7 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_run_directory_stops_with_one_line_and_resumes(small_disk, tmp_path):
+def test_a_full_run_directory_stops_with_one_line_and_resumes(small_disk, tmp_path, local_ray):
     run = small_disk / "run"
     filler = small_disk / "filler"
 

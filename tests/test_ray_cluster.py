@@ -20,7 +20,8 @@ Pitfalls this handles, each of which a real cluster meets too:
 Teardown stops only this cluster's processes (those whose command line names its temp dir, and
 their descendants), SIGTERM then SIGKILL.  ``ray stop --force`` would also do, but it stops
 **every Ray process on the machine** (other searches, other users' clusters), which is fine in CI
-and harmful on a shared machine.  Takes about a minute.
+and harmful on a shared machine.  Both tests share one cluster (start and stop take about
+20 s); the raylet-killing test comes last.
 """
 
 import importlib.util
@@ -129,9 +130,10 @@ def stop_cluster(temp_dir: str, grace: float = 5.0) -> None:
             return
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
-    """The address and environment of a two-node cluster on this machine."""
+    """The address and environment of a two-node cluster on this machine, shared by the
+    module's tests; the test that kills the second node's raylet is the last of them."""
     if not RAY.is_file():
         pytest.skip(f"no ray executable next to {sys.executable}")
     port = free_port()

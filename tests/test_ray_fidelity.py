@@ -29,7 +29,7 @@ def signature(run) -> list[tuple]:
 
 
 @pytest.mark.slow
-def test_a_ladder_search_records_rungs_promotes_and_resumes(tmp_path):
+def test_a_ladder_search_records_rungs_promotes_and_resumes(tmp_path, local_ray):
     summary = run_search(resolve(CONFIG), tmp_path / "full", quiet=True)
     trials = open_run_store(tmp_path / "full").latest()
     assert summary.trials == 10 and all(t.done for t in trials)

@@ -23,7 +23,7 @@ CONFIG = {
 
 
 @pytest.mark.slow
-def test_screened_searches_repeat_and_record_their_screening(tmp_path):
+def test_screened_searches_repeat_and_record_their_screening(tmp_path, local_ray):
     runs = [tmp_path / "first", tmp_path / "second"]
     for run in runs:
         run_search(resolve(CONFIG), run, quiet=True)

@@ -50,7 +50,7 @@ def inject_faults(index: int, model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.slow
-def test_failures_are_recorded_and_the_search_completes(tmp_path):
+def test_failures_are_recorded_and_the_search_completes(tmp_path, local_ray):
     # Ray ships its own cloudpickle; by value, so workers need not import this test module.
     ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 8},
@@ -84,7 +84,7 @@ def test_search_command_errors_are_one_line(args, message):
 
 
 @pytest.mark.slow
-def test_asha_stops_weak_candidates_early(tmp_path):
+def test_asha_stops_weak_candidates_early(tmp_path, local_ray):
     config = resolve({**CONFIG, "search": {**CONFIG["search"], "trials": 8, "scheduler": "asha",
                                            "grace_epochs": 1},
                       "training": {**CONFIG["training"], "epochs": 3}, "final": {"top_k": 0}})
@@ -101,7 +101,7 @@ def test_asha_stops_weak_candidates_early(tmp_path):
 
 
 @pytest.mark.slow
-def test_trials_get_the_gpus_they_ask_for(tmp_path):
+def test_trials_get_the_gpus_they_ask_for(tmp_path, no_ray):
     """On a CPU machine Ray can still be told it has a GPU: two trials asking for half a GPU
     each share it (both see GPU 0) and run at the same time; the recipe then trains on CPU
     because torch finds no CUDA device (the CUDA path itself is covered by the trainer tests)."""
