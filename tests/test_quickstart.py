@@ -33,7 +33,7 @@ def test_seeds_fit_the_task_and_its_budget(config):
         for key, value in (("max_params", cost.params), ("max_flops", cost.flops),
                            ("max_activations", cost.activations), ("max_nodes", cost.nodes)):
             assert value <= budget.get(key, value), (name, key)
-    assert fitting >= 2
+    assert fitting >= (1 if config == "quickstart" else 2)  # the quickstart grows the MLP
 
 
 def test_best_seed_is_the_best_successful_seed_trial():

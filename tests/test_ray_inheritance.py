@@ -1,11 +1,13 @@
 """Weight inheritance end to end on local Ray: a quickstart-sized search (mnist1d, seeded with
-the small CNN and the MLP) in which children of trained members start from their weights."""
+the small CNN and the MLP, inheritance on as evolution's default) in which children of trained
+members start from their weights."""
 
 import subprocess
 import sys
 
 import pytest
 import torch
+import yaml
 
 import einspace
 from einspace.search.store import open_run_store
@@ -15,7 +17,11 @@ from einspace.tasks.mnist1d import INPUT_SHAPE, N_CLASSES
 @pytest.mark.slow
 def test_children_of_trained_members_inherit_their_weights(tmp_path):
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "einspace", "search", "--config", "quickstart",
+    config = tmp_path / "inheriting.yaml"
+    config.write_text(yaml.safe_dump({"extends": "quickstart", "evolution": {
+        "seeds": ["small_cnn", "mlp"], "population_size": 4, "tournament_size": 2,
+        "inherit_weights": True}}))
+    done = subprocess.run([sys.executable, "-m", "einspace", "search", "--config", str(config),
                            "--trials", "6", "--epochs", "1", "--no-final", "--quiet",
                            "--out", str(run)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
