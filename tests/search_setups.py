@@ -16,10 +16,10 @@ FAULTS_CONFIG = {
 }
 
 SEARCH_CONFIG = {
-    # a 20-trial two-worker evolution from samples: long enough to kill and resume at every point
+    # a 14-trial two-worker evolution from samples: long enough to kill and resume at every point
     "task": {"name": "language_lite", "size": "small"},
     "seed": 3,
-    "search": {"strategy": "evolution", "trials": 20, "workers": 2, "retries": 1},
+    "search": {"strategy": "evolution", "trials": 14, "workers": 2, "retries": 1},
     "evolution": {"population_size": 6, "tournament_size": 3, "seeds": []},
     "training": {"epochs": 1, "batch_size": 64},
     "budget": {"max_params": 200_000, "max_flops": 20_000_000, "max_activations": 200_000},
