@@ -78,11 +78,26 @@ def test_plan_covers_the_issue():
             (t, s) for t in ALL_TASKS for s in (0, 1)}
     assert len(ABLATION_TASKS) >= 3
     assert {c.task for c in cells if c.strategy.name == "evolution"} == set(ABLATION_TASKS)
-    assert {c.strategy.name for c in cells} >= {"cpu-no-inherit", "cpu-no-screen"}
+    assert {c.strategy.name for c in cells} >= {"cpu-with-inherit", "cpu-no-size", "cpu-no-screen"}
     picked = plan(["mnist1d"], ["cpu"], [0])
     assert [c.name for c in picked] == ["mnist1d-cpu-s0"]
     assert picked[0].key(3) == row_key({"task": "mnist1d", "strategy": "cpu", "seed": 0,
                                         "minutes": 3})
+
+
+def test_an_ablation_flips_its_piece_whichever_way_the_protocol_has_it():
+    by_name = {s.name: s for s in strategies()}
+    protocol = load_config("cpu").raw
+    assert protocol["evolution"]["inherit_weights"] is False
+    assert protocol["search"]["time_per_trial"] == "auto"
+    with_inherit = cell_config(Cell("mnist1d", by_name["cpu-with-inherit"], 0), 3).raw
+    assert with_inherit["evolution"]["inherit_weights"] is True
+    no_size = cell_config(Cell("mnist1d", by_name["cpu-no-size"], 0), 3).raw
+    assert no_size["search"]["time_per_trial"] == "off"
+    assert no_size["evolution"]["inherit_weights"] is False
+    plain = cell_config(Cell("mnist1d", by_name["evolution"], 0), 3).raw
+    assert plain["evolution"]["inherit_weights"] is False
+    assert plain["search"]["time_per_trial"] == "off" and plain["fidelity"]["rungs"] == []
 
 
 def rows_file(tmp_path) -> list[dict]:

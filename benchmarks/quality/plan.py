@@ -3,10 +3,13 @@ the (task, strategy, search seed) cells they make.
 
 Every strategy is the shipped ``cpu`` config with a few keys changed, so all of them get the same
 wall-clock budget, workers, epochs and final retraining; only what the strategy is about differs.
-An ablation switches one piece of the protocol off.  A piece whose config key is not on this
-branch yet (it lands with its own issue item), or that the protocol leaves off, has no ablation
-to run: the plan lists it as waiting rather than running a cell identical to the full protocol
-under another name.  Random search never screens: it is the unguided reference.
+An ablation flips one piece of the protocol: ``cpu-no-X`` switches off a piece the protocol
+uses, ``cpu-with-X`` switches on one it leaves off (weight inheritance: measured to mislead the
+selection when the winner is retrained from scratch, see ``search/configs/cpu.yaml``).  A piece
+whose config key is not on this branch yet, or that the protocol leaves off and that has no "on"
+setting here, has no ablation to run: the plan lists it as waiting rather than running a cell
+identical to the full protocol under another name.  Random search never screens: it is the
+unguided reference.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ SEARCH_SEEDS = (0, 1)
 
 @dataclass(frozen=True)
 class Piece:
-    """One part of the CPU protocol that an ablation switches off, by its config key."""
+    """One part of the CPU protocol that an ablation flips, by its config key: to ``off`` where
+    the protocol uses it, to ``on`` (when given) where the protocol leaves it off."""
 
     name: str
     path: tuple[str, ...]
     off: object
+    on: object = MISSING
 
     def value(self, config: dict) -> object:
         """The key's value in a resolved config, or :data:`MISSING` before its feature lands."""
@@ -49,27 +54,42 @@ class Piece:
             node = node[key]
         return node
 
+    def off_in_protocol(self) -> bool:
+        return self.value(load_config(PROTOCOL).raw) == self.off
+
     def waiting_for(self) -> str | None:
         """Why its ablation cannot run yet: the key is not on this branch, or the CPU protocol
-        does not switch the piece on (the ablation would repeat the protocol); None when it can."""
+        leaves the piece off and there is no setting to switch it on; None when it can."""
         key = ".".join(self.path)
         if self.value(default_config()) is MISSING:
             return f"{key} (not on this branch)"
-        if self.value(load_config(PROTOCOL).raw) == self.off:
+        if self.off_in_protocol() and self.on is MISSING:
             return f"{key} on in {PROTOCOL}.yaml"
         return None
 
+    def strategy_name(self) -> str:
+        flipped_on = self.off_in_protocol() and self.on is not MISSING
+        return f"cpu-{'with' if flipped_on else 'no'}-{self.name}"
+
     def override(self) -> dict:
+        """The config keys of this piece's ablation (the piece flipped)."""
+        return self.setting(self.on if self.off_in_protocol() else self.off)
+
+    def switched_off(self) -> dict:
+        return self.setting(self.off)
+
+    def setting(self, value: object) -> dict:
+        """The nested config keys that set this piece to ``value``."""
         data: dict = {}
         node = data
         for key in self.path[:-1]:
             node = node.setdefault(key, {})
-        node[self.path[-1]] = self.off
+        node[self.path[-1]] = value
         return data
 
 
 PIECES = (
-    Piece("inherit", ("evolution", "inherit_weights"), False),
+    Piece("inherit", ("evolution", "inherit_weights"), False, True),
     Piece("screen", ("screening", "candidates"), 1),
     Piece("fidelity", ("fidelity", "rungs"), []),
     Piece("size", ("search", "time_per_trial"), "off"),
@@ -109,17 +129,18 @@ def strategies() -> list[Strategy]:
     landed = [p for p in PIECES if p.value(default_config()) is not MISSING]
     screen = next(p for p in PIECES if p.name == "screen")
     random = _merged({"search": {"strategy": "random"}},
-                     screen.override() if screen in landed else {})
+                     screen.switched_off() if screen in landed else {})
     found = [
         Strategy("seed", "seed alone", ALL_TASKS),
         Strategy("random", "random search", ALL_TASKS, random),
         Strategy("cpu", "CPU protocol", ALL_TASKS),
         Strategy("evolution", "plain evolution", ABLATION_TASKS,
-                 _merged(*(p.override() for p in landed))),
+                 _merged(*(p.switched_off() for p in landed))),
     ]
     for piece in PIECES:
         waiting = piece.waiting_for()
-        found.append(Strategy(f"cpu-no-{piece.name}", f"CPU, no {piece.name}", ABLATION_TASKS,
+        name = piece.strategy_name()
+        found.append(Strategy(name, f"CPU, {name.split('-')[1]} {piece.name}", ABLATION_TASKS,
                               piece.override() if waiting is None else {}, waiting))
     return found
 
