@@ -92,6 +92,9 @@ def test_an_ablation_flips_its_piece_whichever_way_the_protocol_has_it():
     assert protocol["search"]["time_per_trial"] == "auto"
     with_inherit = cell_config(Cell("mnist1d", by_name["cpu-with-inherit"], 0), 3).raw
     assert with_inherit["evolution"]["inherit_weights"] is True
+    with_ladder = cell_config(Cell("mnist1d", by_name["cpu-with-fidelity"], 0), 3).raw
+    assert with_ladder["fidelity"]["rungs"] == [[1.0, 4], [1.0, 16]]
+    assert protocol["fidelity"]["rungs"] == []
     no_size = cell_config(Cell("mnist1d", by_name["cpu-no-size"], 0), 3).raw
     assert no_size["search"]["time_per_trial"] == "off"
     assert no_size["evolution"]["inherit_weights"] is False

@@ -5,7 +5,8 @@ Every strategy is the shipped ``cpu`` config with a few keys changed, so all of 
 wall-clock budget, workers, epochs and final retraining; only what the strategy is about differs.
 An ablation flips one piece of the protocol: ``cpu-no-X`` switches off a piece the protocol
 uses, ``cpu-with-X`` switches on one it leaves off (weight inheritance: measured to mislead the
-selection when the winner is retrained from scratch, see ``search/configs/cpu.yaml``).  A piece
+selection when the winner is retrained from scratch, see ``search/configs/cpu.yaml``; the
+fidelity ladder: 4 epochs, then 16, the final retraining's length, for the best third).  A piece
 whose config key is not on this branch yet, or that the protocol leaves off and that has no "on"
 setting here, has no ablation to run: the plan lists it as waiting rather than running a cell
 identical to the full protocol under another name.  Random search never screens: it is the
@@ -91,7 +92,7 @@ class Piece:
 PIECES = (
     Piece("inherit", ("evolution", "inherit_weights"), False, True),
     Piece("screen", ("screening", "candidates"), 1),
-    Piece("fidelity", ("fidelity", "rungs"), []),
+    Piece("fidelity", ("fidelity", "rungs"), [], [[1.0, 4], [1.0, 16]]),
     Piece("size", ("search", "time_per_trial"), "off"),
 )
 """The protocol's pieces (issue 12 items 1-4) and how each is switched off."""
