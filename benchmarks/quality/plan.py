@@ -68,9 +68,17 @@ class Piece:
             return f"{key} on in {PROTOCOL}.yaml"
         return None
 
-    def strategy_name(self) -> str:
-        flipped_on = self.off_in_protocol() and self.on is not MISSING
-        return f"cpu-{'with' if flipped_on else 'no'}-{self.name}"
+    def flips_on(self) -> bool:
+        """Whether the ablation switches the piece on (the protocol leaves it off)."""
+        return self.off_in_protocol() and self.on is not MISSING
+
+    def strategy(self) -> Strategy:
+        """This piece's ablation as a benchmark column (waiting, with no keys, until it can
+        run)."""
+        word = "with" if self.flips_on() else "no"
+        waiting = self.waiting_for()
+        return Strategy(f"cpu-{word}-{self.name}", f"CPU, {word} {self.name}", ABLATION_TASKS,
+                        self.override() if waiting is None else {}, waiting)
 
     def override(self) -> dict:
         """The config keys of this piece's ablation (the piece flipped)."""
@@ -95,7 +103,8 @@ PIECES = (
     Piece("fidelity", ("fidelity", "rungs"), [], [[1.0, 4], [1.0, 16]]),
     Piece("size", ("search", "time_per_trial"), "off"),
 )
-"""The protocol's pieces (issue 12 items 1-4) and how each is switched off."""
+"""The protocol's pieces (issue 12 items 1-4), how each is switched off and, for those the
+protocol leaves off, on."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +147,7 @@ def strategies() -> list[Strategy]:
         Strategy("evolution", "plain evolution", ABLATION_TASKS,
                  _merged(*(p.switched_off() for p in landed))),
     ]
-    for piece in PIECES:
-        waiting = piece.waiting_for()
-        name = piece.strategy_name()
-        found.append(Strategy(name, f"CPU, {name.split('-')[1]} {piece.name}", ABLATION_TASKS,
-                              piece.override() if waiting is None else {}, waiting))
-    return found
+    return found + [piece.strategy() for piece in PIECES]
 
 
 @dataclass(frozen=True)
