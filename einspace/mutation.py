@@ -79,19 +79,21 @@ def mutate_traced(derivation: Derivation, input_shape, rng: random.Random,
         info = parent.nodes[rng.choice(sites)]
         proposed = _propose(derivation, parent, info, sampler, rng)
         if (proposed is not None and proposed.child != derivation
-                and _admissible(proposed.child, parent, sampler)):
+                and within_budget(proposed.child, parent, sampler)):
             return proposed
     raise SamplingError(f"no valid mutation found in {MAX_ATTEMPTS} attempts")
 
 
-def _outside(child: Derivation, site: Path) -> dict[Path, tuple[int, Path]]:
-    """Nodes neither inside ``site`` nor above it: a replacement keeps their paths."""
+def outside(child: Derivation, site: Path) -> dict[Path, tuple[int, Path]]:
+    """Nodes neither inside ``site`` nor above it: a replacement keeps their paths (the origin
+    map of a child that differs from its parent only at ``site``)."""
     n = len(site)
     return {path: (0, path) for path, _ in child.walk()
             if path[:n] != site and path != site[:len(path)]}
 
 
-def _admissible(child: Derivation, parent: Annotation, sampler: Sampler) -> bool:
+def within_budget(child: Derivation, parent: Annotation, sampler: Sampler) -> bool:
+    """Whether ``child`` fits the parent's input shape and the sampler's budget."""
     try:
         annotation = annotate(child, parent.input_shape)
     except ShapeError:
@@ -128,7 +130,7 @@ def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, r
 
 def _replaced(derivation: Derivation, site: Path, new) -> Mutation:
     child = derivation.replace(site, new)
-    return Mutation(child, site, _outside(child, site))
+    return Mutation(child, site, outside(child, site))
 
 
 def _swap_splitter(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, rng):
@@ -170,7 +172,7 @@ def _splitter_origins(child: Derivation, old: Derivation, branch_path: Path,
                       sources: list[int], merge: str) -> dict[Path, tuple[int, Path]]:
     """Origins after a splitter change: the tree around the branch, each inner module from the
     parent inner it copies, and the aggregation when it was kept."""
-    origins = _outside(child, branch_path)
+    origins = outside(child, branch_path)
     new = child.get(branch_path)
     for index, source in enumerate(sources, start=1):
         for path, _ in new.children[index].walk():

@@ -102,9 +102,10 @@ PIECES = (
     Piece("screen", ("screening", "candidates"), 1),
     Piece("fidelity", ("fidelity", "rungs"), [], [[1.0, 4], [1.0, 16]]),
     Piece("size", ("search", "time_per_trial"), "off"),
+    Piece("growth", ("evolution", "growth_rate"), 0.0),
 )
-"""The protocol's pieces (issue 12 items 1-4), how each is switched off and, for those the
-protocol leaves off, on."""
+"""The protocol's pieces (issue 12 items 1-4, and growth mutations), how each is switched off
+and, for those the protocol leaves off, on."""
 
 
 @dataclass(frozen=True)

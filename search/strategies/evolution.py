@@ -14,6 +14,10 @@ Starting points:
   (the reference's protocol; copies are not trials and are never trained again).  Proposals made
   before any seed result is known mutate a seed chosen at random.
 
+With ``growth_rate`` > 0 a mutated child is, with that probability, a growth of its parent
+(:mod:`einspace.growth`: a layer widened, or repeated with its norm and activation) rather
+than a re-sampled node; a parent that cannot grow within the budget is re-sampled instead.
+
 With ``crossover_rate`` > 0 a child is, with that probability, the crossover of two tournament
 winners (:func:`einspace.recombine`, which works between unrelated parents) instead of a
 mutation; before the seeds' results are known, of two seeds drawn at random.  A child's
@@ -48,6 +52,7 @@ from einspace.analysis import annotate
 from einspace.architecture_source import architecture_kind, resolve_architecture
 from einspace.derivation import Derivation
 from einspace.errors import ConfigError, EinspaceError, SamplingError
+from einspace.growth import grow_traced
 from einspace.mutation import mutate_traced
 from einspace.recombination import recombine
 from einspace.sampler import Sampler
@@ -71,6 +76,9 @@ class EvolutionSettings(StrategySettings):
     seeds: list[str] = field(default_factory=lambda: ["resnet18"])
     """Shipped seed names or derivation texts; one name alone may be given as a string."""
     crossover_rate: float = 0.0
+    growth_rate: float = 0.0
+    """The share of mutations that grow the parent (:mod:`einspace.growth`) instead of
+    re-sampling one of its nodes."""
     novelty_weight: float = 0.0
     min_distance: float = 0.0
     inherit_weights: bool = True
@@ -79,10 +87,11 @@ class EvolutionSettings(StrategySettings):
     def check(self, section: str) -> None:
         check_integer(f"{section}.population_size", self.population_size, 1)
         check_integer(f"{section}.tournament_size", self.tournament_size, 1)
-        check_number(f"{section}.crossover_rate", self.crossover_rate, 0.0)
-        if self.crossover_rate > 1:
-            raise ConfigError(f"{section}.crossover_rate must be at most 1, got "
-                              f"{self.crossover_rate!r}")
+        for key in ("crossover_rate", "growth_rate"):
+            check_number(f"{section}.{key}", getattr(self, key), 0.0)
+            if getattr(self, key) > 1:
+                raise ConfigError(f"{section}.{key} must be at most 1, got "
+                                  f"{getattr(self, key)!r}")
         check_number(f"{section}.novelty_weight", self.novelty_weight, 0.0)
         check_number(f"{section}.min_distance", self.min_distance, 0.0)
         if not isinstance(self.inherit_weights, bool):
@@ -152,19 +161,22 @@ class RegularisedEvolution(Strategy):
                    population_size=settings.population_size,
                    tournament_size=settings.tournament_size,
                    seeds=resolve_seeds(settings.seeds, context.input_shape),
-                   crossover_rate=settings.crossover_rate,
+                   crossover_rate=settings.crossover_rate, growth_rate=settings.growth_rate,
                    novelty_weight=settings.novelty_weight, min_distance=settings.min_distance,
                    inherit_weights=settings.inherit_weights)
 
     def __init__(self, sampler: Sampler, input_shape: tuple[int, ...], *,
                  population_size: int = 100, tournament_size: int = 10,
                  seeds: list[tuple[str, Derivation]] | None = None,
-                 crossover_rate: float = 0.0, novelty_weight: float = 0.0,
-                 min_distance: float = 0.0, inherit_weights: bool = True):
+                 crossover_rate: float = 0.0, growth_rate: float = 0.0,
+                 novelty_weight: float = 0.0, min_distance: float = 0.0,
+                 inherit_weights: bool = True):
         if population_size < 1 or tournament_size < 1:
             raise ConfigError("evolution needs population_size >= 1 and tournament_size >= 1")
         if not 0.0 <= crossover_rate <= 1.0:
             raise ConfigError(f"crossover_rate must be in [0, 1], got {crossover_rate!r}")
+        if not 0.0 <= growth_rate <= 1.0:
+            raise ConfigError(f"growth_rate must be in [0, 1], got {growth_rate!r}")
         if novelty_weight < 0 or min_distance < 0:
             raise ConfigError("novelty_weight and min_distance must be >= 0")
         self.sampler = sampler
@@ -178,6 +190,7 @@ class RegularisedEvolution(Strategy):
             if all(derivation != other for _, other in self.seeds):
                 self.seeds.append((label, derivation))
         self.crossover_rate = crossover_rate
+        self.growth_rate = growth_rate
         self.novelty_weight = novelty_weight
         self.min_distance = min_distance
         self.inherit_weights = inherit_weights
@@ -215,6 +228,13 @@ class RegularisedEvolution(Strategy):
                     pass
                 else:
                     return self._made(made, "crossover", (parent, other))
+        if self.growth_rate and rng.random() < self.growth_rate:
+            try:
+                made = grow_traced(parent.derivation, self.input_shape, rng, self.sampler)
+            except SamplingError:
+                pass
+            else:
+                return self._made(made, "growth", (parent,))
         try:
             made = mutate_traced(parent.derivation, self.input_shape, rng, self.sampler)
         except SamplingError:
