@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import einspace
-from einspace import Budget, Sampler, build, parse
+from einspace import Budget, Sampler, parse
 from einspace.analysis import annotate
 from einspace.errors import ConfigError, SamplingError
 from einspace.growth import grow_traced
@@ -19,6 +19,7 @@ from einspace.inheritance import Parent, inherit
 from einspace.search.loop import SearchLoop
 from einspace.search.strategies.evolution import EvolutionSettings, RegularisedEvolution
 from tests.test_evolution_operators import run
+from tests.test_inheritance import trained
 
 SHAPE = (1, 1, 40)
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024, 2048]
@@ -93,25 +94,12 @@ def test_a_repeated_layer_takes_its_norm_and_activation_with_it():
         assert steps[1:] == ("(computation norm)", "(computation leakyrelu)")
 
 
-def trained(derivation, seed=0) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    net = build(derivation, SHAPE, num_classes=CLASSES)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    for _ in range(3):
-        x, y = torch.randn(8, *SHAPE), torch.randint(0, CLASSES, (8,))
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
 def test_a_deepened_child_inherits_every_copied_layer_and_starts_the_repeat_fresh():
     parent = einspace.load_seed("small_cnn")
     made = next(m for k in range(40)
                 if deepened(parent, (m := grow_traced(parent, SHAPE, random.Random(k))).child)
                 and "linear32" in chain(m.child)[3].text)  # the first conv block repeated
-    state = trained(parent)
+    state = trained(parent, SHAPE, classes=CLASSES)
     result = inherit(made.child, SHAPE, [Parent(parent, SHAPE, state)], made.origins,
                      num_classes=CLASSES)
     child_state = result.network.state_dict()
@@ -133,7 +121,7 @@ def test_a_widened_child_inherits_everything_upstream_of_the_wider_layer():
     made = next(m for k in range(40)
                 if widened(parent, (m := grow_traced(parent, SHAPE, random.Random(k))).child)
                 and "linear256" in m.child.text)  # the last conv widened: 128 -> 256
-    state = trained(parent)
+    state = trained(parent, SHAPE, classes=CLASSES)
     result = inherit(made.child, SHAPE, [Parent(parent, SHAPE, state)], made.origins,
                      num_classes=CLASSES)
     child_state = result.network.state_dict()

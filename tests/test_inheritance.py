@@ -30,14 +30,14 @@ PARENT = parse(f"(sequential {CONV3} (sequential (computation norm) (sequential 
 SEED = 7
 
 
-def trained(derivation, shape=SHAPE, seed=0) -> dict[str, torch.Tensor]:
+def trained(derivation, shape=SHAPE, seed=0, classes=CLASSES) -> dict[str, torch.Tensor]:
     """A state_dict after three SGD steps in train mode (weights and BN statistics moved)."""
     torch.manual_seed(seed)
-    net = build(derivation, shape, num_classes=CLASSES)
+    net = build(derivation, shape, num_classes=classes)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     net.train()
     for _ in range(3):
-        x, y = torch.randn(8, *shape), torch.randint(0, CLASSES, (8,))
+        x, y = torch.randn(8, *shape), torch.randint(0, classes, (8,))
         loss = torch.nn.functional.cross_entropy(net(x), y)
         optimizer.zero_grad()
         loss.backward()

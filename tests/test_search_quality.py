@@ -78,7 +78,8 @@ def test_plan_covers_the_issue():
             (t, s) for t in ALL_TASKS for s in (0, 1)}
     assert len(ABLATION_TASKS) >= 3
     assert {c.task for c in cells if c.strategy.name == "evolution"} == set(ABLATION_TASKS)
-    assert {c.strategy.name for c in cells} >= {"cpu-with-inherit", "cpu-no-size", "cpu-no-screen"}
+    assert {c.strategy.name for c in cells} >= {"cpu-with-inherit", "cpu-no-size",
+                                                 "cpu-with-screen", "cpu-no-growth"}
     picked = plan(["mnist1d"], ["cpu"], [0])
     assert [c.name for c in picked] == ["mnist1d-cpu-s0"]
     assert picked[0].key(3) == row_key({"task": "mnist1d", "strategy": "cpu", "seed": 0,
@@ -95,12 +96,18 @@ def test_an_ablation_flips_its_piece_whichever_way_the_protocol_has_it():
     with_ladder = cell_config(Cell("mnist1d", by_name["cpu-with-fidelity"], 0), 3).raw
     assert with_ladder["fidelity"]["rungs"] == [[1.0, 4], [1.0, 16]]
     assert protocol["fidelity"]["rungs"] == []
+    with_screen = cell_config(Cell("mnist1d", by_name["cpu-with-screen"], 0), 3).raw
+    assert with_screen["screening"]["candidates"] == 4
+    no_growth = cell_config(Cell("mnist1d", by_name["cpu-no-growth"], 0), 3).raw
+    assert protocol["evolution"]["growth_rate"] == 0.5
+    assert no_growth["evolution"]["growth_rate"] == 0.0
     no_size = cell_config(Cell("mnist1d", by_name["cpu-no-size"], 0), 3).raw
     assert no_size["search"]["time_per_trial"] == "off"
     assert no_size["evolution"]["inherit_weights"] is False
     plain = cell_config(Cell("mnist1d", by_name["evolution"], 0), 3).raw
     assert plain["evolution"]["inherit_weights"] is False
     assert plain["search"]["time_per_trial"] == "off" and plain["fidelity"]["rungs"] == []
+    assert plain["evolution"]["growth_rate"] == 0.0
 
 
 def rows_file(tmp_path) -> list[dict]:

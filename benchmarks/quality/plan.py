@@ -99,7 +99,7 @@ class Piece:
 
 PIECES = (
     Piece("inherit", ("evolution", "inherit_weights"), False, True),
-    Piece("screen", ("screening", "candidates"), 1),
+    Piece("screen", ("screening", "candidates"), 1, 4),
     Piece("fidelity", ("fidelity", "rungs"), [], [[1.0, 4], [1.0, 16]]),
     Piece("size", ("search", "time_per_trial"), "off"),
     Piece("growth", ("evolution", "growth_rate"), 0.0),
