@@ -208,6 +208,19 @@ def running_attempts(run: Path) -> int:
         return 0
 
 
+def training_under(raylet: int) -> bool:
+    """Whether a worker process of this raylet is executing a trial: Ray titles a worker
+    process ``ray::<actor>.<method>`` while it runs a method, and a Tune trial runs ``train``."""
+    for pid in with_descendants(lambda pid, _: pid == raylet):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("ray::") and ".train" in cmdline:
+            return True
+    return False
+
+
 def test_a_dead_raylet_costs_attempts_that_are_recorded_and_retried(cluster, tmp_path):
     """SIGKILL of the second node's raylet and its workers while both nodes train: the search
     finishes on the head, and the attempt lost with the node keeps its own record (node,
@@ -225,10 +238,12 @@ def test_a_dead_raylet_costs_attempts_that_are_recorded_and_retried(cluster, tmp
          "--address", address, "--workers", "2", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 300
-    while running_attempts(run) < 2:
-        assert search.poll() is None and time.time() < deadline, "never two trials at once"
+    # Two running attempts are not enough: both may sit on the head while the second node
+    # idles, and then the kill loses nothing. Wait until a trial executes on the second node.
+    while running_attempts(run) < 2 or not training_under(worker_raylets[0]):
+        assert search.poll() is None and time.time() < deadline, \
+            "never two trials at once with one on the second node"
         time.sleep(0.2)
-    time.sleep(1)  # both trials are training now
     # A lost machine takes its worker processes with it; killing only the raylet would leave
     # the trial's worker running long enough to finish and report a result under load.
     for pid in with_descendants(lambda pid, _: pid == worker_raylets[0]):
