@@ -29,7 +29,7 @@ from einspace.blocks.registry import Kind, get
 from .analysis import Annotation, annotate
 from .derivation import Derivation
 from .errors import SamplingError
-from .mutation import Mutation, Path, outside, within_budget
+from .mutation import Mutation, Path, outside, replaced, within_budget
 from .sampler import Sampler
 
 MAX_SEGMENT = 3
@@ -62,7 +62,7 @@ def _widenings(parent: Annotation, sampler: Sampler) -> list:
             continue
         wider = _next_wider(info.slot, info.node, sampler)
         if wider is not None:
-            found.append(lambda path=path, wider=wider: _replaced(parent.derivation, path, wider))
+            found.append(lambda path=path, wider=wider: replaced(parent.derivation, path, wider))
     return found
 
 
@@ -84,11 +84,6 @@ def _next_wider(kind: Kind, name: str, sampler: Sampler) -> str | None:
         if width is not None and width[0] is own[0] and width[1] > own[1]:
             wider.append((width[1], other))
     return min(wider)[1] if wider else None
-
-
-def _replaced(derivation: Derivation, site: Path, new: str) -> Mutation:
-    child = derivation.replace(site, new)
-    return Mutation(child, site, outside(child, site))
 
 
 def _deepenings(parent: Annotation) -> list:

@@ -118,17 +118,18 @@ def _propose(derivation, parent: Annotation, info: NodeInfo, sampler: Sampler, r
         room = _room(parent, info, sampler.budget)
         result = sampler.sample_module(symbol, info.input, info.depth, room, rng,
                                        exclude=node.label)
-        return None if result is None else _replaced(derivation, info.path, result[0])
+        return None if result is None else replaced(derivation, info.path, result[0])
     if info.slot == Kind.BRANCHING:
         return _swap_splitter(derivation, parent, info, sampler, rng)
     members = [(get(info.slot, n), n, w) for n, w in sampler.grammar.terminals_of(info.slot)
                if n != node]
     picked = sampler.pick_terminal(members, info.input, info.context,
                                    _room(parent, info, sampler.budget), rng)
-    return None if picked is None else _replaced(derivation, info.path, picked[0])
+    return None if picked is None else replaced(derivation, info.path, picked[0])
 
 
-def _replaced(derivation: Derivation, site: Path, new) -> Mutation:
+def replaced(derivation: Derivation, site: Path, new) -> Mutation:
+    """The child with the node at ``site`` replaced by ``new``, and its origin map."""
     child = derivation.replace(site, new)
     return Mutation(child, site, outside(child, site))
 
