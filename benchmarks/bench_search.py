@@ -3,16 +3,19 @@
 Run as ``python -m benchmarks.bench_search [--part overhead|scaling|all]`` (flags below).
 
 (a) **Overhead**: a real regularised-evolution search with two workers on ``language_lite``
-    (default size, small candidates).  The share of the workers' wall time not spent training is
-    ``1 - sum(trial training seconds) / (workers x search wall seconds)`` (goal <= 5 %), where a
-    trial's training seconds are the trainer's own ``seconds`` (model build, every epoch and its
-    evaluation).  It is given for the whole ``run_search`` call and for the steady state (first
-    trial proposed to last trial finished), and the missing worker time is split into start-up,
-    per-trial overhead (dispatch before the model is built, reporting and bookkeeping after),
-    idle slots while trials remain (Tune's loop, deterministic-ordering waits), the tail (no
-    trial left for a free worker) and shut-down.  The driver-side callbacks (proposal, cost
-    annotation, database writes) are timed by wrapping ``SearchDriver``, ``SearchLoop`` and
-    ``TrialStore`` methods in this process only; the package is not changed.
+    (default size, small candidates; inheritance on, evolution's default, unless ``--no-inherit``),
+    or with ``--config NAME`` a shipped config such as ``cpu`` (the CPU protocol with its own seeds,
+    epochs and candidate sizing) given a ``--time`` budget (3 minutes) and no final retraining. The
+    share of the workers' wall time not spent training is ``1 - sum(trial training seconds) /
+    (workers x search wall seconds)`` (goal <= 5 %), where a trial's training seconds are the
+    trainer's own ``seconds`` (model build, every epoch and its evaluation). It is given for the
+    whole ``run_search`` call and for the steady state (first trial proposed to last trial
+    finished), and the missing worker time is split into start-up, per-trial overhead (dispatch
+    before the model is built, reporting and bookkeeping after), idle slots while trials remain
+    (Tune's loop, deterministic-ordering waits), the tail (no trial left for a free worker) and
+    shut-down. The driver-side callbacks (proposal, cost annotation, database writes) are timed by
+    wrapping ``SearchDriver``, ``SearchLoop`` and ``TrialStore`` methods in this process only; the
+    package is not changed.
 (b) **Scaling**: trials per minute with 1 and 2 workers when every trial is dominated by a fixed
     sleep (``wrap_model`` wraps each candidate in a module whose training forward pass sleeps;
     one batch per epoch, one epoch), and their ratio (goal >= 1.8).
@@ -40,7 +43,7 @@ from pathlib import Path
 from torch import nn
 
 from einspace.search import engine, tune_session
-from einspace.search.config import resolve
+from einspace.search.config import SearchConfig, load_config, resolve
 from einspace.search.driver import SearchDriver
 from einspace.search.engine import run_search
 from einspace.search.loop import SearchLoop
@@ -141,11 +144,10 @@ def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def timed_search(config: dict, run: Path, wrap_model=None, workers: int | None = None):
+def timed_search(config: SearchConfig, run: Path, wrap_model=None, workers: int | None = None):
     began = time.time()
     with instrumented():
-        summary = run_search(resolve(config), run, wrap_model=wrap_model, workers=workers,
-                             quiet=True)
+        summary = run_search(config, run, wrap_model=wrap_model, workers=workers, quiet=True)
     ended = time.time()
     return summary, began, ended, open_run_store(run).latest()
 
@@ -180,24 +182,42 @@ def idle_slot_seconds(trials, workers: int, start: float, end: float) -> float:
 
 
 # -- (a) overhead ------------------------------------------------------------------------------
-def overhead(args, scratch: Path) -> float:
-    workers = 2
-    config = {
-        "task": {"name": args.task, "size": args.size},
-        "seed": args.seed,
-        "search": {"strategy": "evolution", "trials": args.trials, "workers": workers,
-                   "ordering": args.ordering},
-        "evolution": {"population_size": 8, "tournament_size": 3, "seeds": []},
+def overhead_config(args, workers: int) -> tuple[SearchConfig, str]:
+    """The search part (a) times, and a line saying what it is."""
+    search = {"trials": args.trials, "time": None, "workers": workers,
+              "ordering": args.ordering}
+    task = {"name": args.task, "size": args.size}
+    if args.config is not None:
+        # Its own time budget, shortened: the config sizes its candidates to that budget.
+        search |= {"trials": None, "time": args.time}
+        config = load_config(args.config, {"task": task, "seed": args.seed, "search": search,
+                                           "final": {"top_k": 0}})
+        epochs = config.raw["training"]["epochs"]
+        return config, (f"the shipped `{args.config}` config with a {args.time} budget, "
+                        f"{workers} workers, {args.ordering} ordering, {args.task} "
+                        f"({args.size}), {epochs} epoch(s) per trial")
+    config = resolve({
+        "task": task, "seed": args.seed, "search": {"strategy": "evolution", **search},
+        "evolution": {"population_size": 8, "tournament_size": 3, "seeds": [],
+                      "inherit_weights": not args.no_inherit},
         "training": {"epochs": args.epochs},
         "budget": {"max_params": 300_000, "max_flops": args.max_flops,
                    "max_activations": args.max_activations},
         "final": {"top_k": 0},
-    }
+    })
+    inherit = "without" if args.no_inherit else "with"
+    return config, (f"{args.trials}-trial evolution search {inherit} weight inheritance, "
+                    f"{workers} workers, "
+                    f"{args.ordering} ordering, {args.task} ({args.size}), {args.epochs} "
+                    f"epoch(s), <= {args.max_flops:,} FLOPs and {args.max_activations:,} "
+                    f"activations per candidate")
+
+
+def overhead(args, scratch: Path) -> float:
+    workers = 2
+    config, what = overhead_config(args, workers)
     stamps = scratch / f"builds-{args.ordering}.txt"
-    print(f"(a) overhead: {args.trials}-trial evolution search, {workers} workers, "
-          f"{args.ordering} ordering, {args.task} ({args.size}), {args.epochs} epoch(s), "
-          f"<= {args.max_flops:,} FLOPs and {args.max_activations:,} activations per "
-          f"candidate; load average {load()}", flush=True)
+    print(f"(a) overhead: {what}; load average {load()}", flush=True)
     summary, began, ended, trials = timed_search(config, scratch / f"overhead-{args.ordering}",
                                                  wrap_model=StampBuild(str(stamps)))
     built = {}
@@ -284,7 +304,8 @@ def scaling(args, scratch: Path) -> float:
           f"{args.sleep:g} s, {args.ordering} ordering; load average {load()}", flush=True)
     rates = {}
     for workers in (1, 2):
-        summary, began, ended, trials = timed_search(config, scratch / f"sleep-{workers}-"
+        summary, began, ended, trials = timed_search(resolve(config),
+                                                     scratch / f"sleep-{workers}-"
                                                      f"{args.ordering}",
                                                      wrap_model=SleepWrap(args.sleep),
                                                      workers=workers)
@@ -319,6 +340,13 @@ def scaling(args, scratch: Path) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["overhead", "scaling", "all"], default="all")
+    parser.add_argument("--config", default=None,
+                        help="part (a): time this shipped config (e.g. cpu) instead of the "
+                             "small-candidate evolution search")
+    parser.add_argument("--time", default="3m",
+                        help="part (a) with --config: the search's time budget")
+    parser.add_argument("--no-inherit", action="store_true",
+                        help="part (a): the evolution search without weight inheritance")
     parser.add_argument("--task", default="language_lite", help="task of part (a)")
     parser.add_argument("--size", default="default", choices=["small", "default"])
     parser.add_argument("--trials", type=int, default=16, help="trials of part (a)")

@@ -4,6 +4,8 @@
 
 These start real Ray instances (a few seconds each) and train tiny candidates on the small
 ``language_lite`` task, so the module takes a few minutes; every other search test is Ray-free.
+The search inherits weights (evolution's default), screens three candidates per child and grows
+some children, so kill -9 and ``--resume`` are checked with every piece of the CPU protocol on.
 """
 
 import json
@@ -17,13 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from search_setups import EINSPACE
-from search_setups import SEARCH_CONFIG as CONFIG
+from search_setups import EINSPACE, SEARCH_CONFIG
 
 import einspace
 from einspace.search.store import open_run_store
 
+CONFIG = {**SEARCH_CONFIG,
+          "evolution": {**SEARCH_CONFIG["evolution"], "growth_rate": 0.5},
+          "screening": {"candidates": 3, "min_trials": 3, "batch_size": 8}}
 TRIALS = CONFIG["search"]["trials"]
+POPULATION = CONFIG["evolution"]["population_size"]
 
 
 def search_command(*args: str) -> list[str]:
@@ -96,11 +101,15 @@ def test_search_writes_consistent_outputs(reference_run):
     assert all(t.status == "ok" for t in trials)
     assert len({t.hash for t in trials}) == TRIALS  # never the same architecture twice
     origins = [t.origin for t in trials]
-    assert origins[:6] == ["sample"] * 6 and set(origins[6:]) <= {"mutation", "sample"}
+    assert origins[:POPULATION] == ["sample"] * POPULATION
+    assert set(origins[POPULATION:]) <= {"mutation", "growth", "sample"}
+    assert {"mutation", "growth"} <= set(origins)
     for t in trials:
         assert t.result["epochs_run"] == 1 and len(t.result["history"]) == 1
-        if t.origin == "mutation":
+        if t.origin in ("mutation", "growth"):
             assert len(t.proposal["parents"]) == 1 and t.proposal["parents"][0] < t.index
+            assert t.proposal["choices"]["screening"]["ranking"][0][0] == t.hash
+    assert any(t.result.get("inherited_params", 0) > 0 for t in trials)
 
     best = max(trials, key=lambda t: (t.score, -t.index))
     lines = (run / "leaderboard.csv").read_text().splitlines()
