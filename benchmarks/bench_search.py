@@ -184,12 +184,11 @@ def idle_slot_seconds(trials, workers: int, start: float, end: float) -> float:
 # -- (a) overhead ------------------------------------------------------------------------------
 def overhead_config(args, workers: int) -> tuple[SearchConfig, str]:
     """The search part (a) times, and a line saying what it is."""
-    search = {"trials": args.trials, "time": None, "workers": workers,
-              "ordering": args.ordering}
     task = {"name": args.task, "size": args.size}
+    common = {"workers": workers, "ordering": args.ordering}
     if args.config is not None:
         # Its own time budget, shortened: the config sizes its candidates to that budget.
-        search |= {"trials": None, "time": args.time}
+        search = {"trials": None, "time": args.time, **common}
         config = load_config(args.config, {"task": task, "seed": args.seed, "search": search,
                                            "final": {"top_k": 0}})
         epochs = config.raw["training"]["epochs"]
@@ -197,7 +196,8 @@ def overhead_config(args, workers: int) -> tuple[SearchConfig, str]:
                         f"{workers} workers, {args.ordering} ordering, {args.task} "
                         f"({args.size}), {epochs} epoch(s) per trial")
     config = resolve({
-        "task": task, "seed": args.seed, "search": {"strategy": "evolution", **search},
+        "task": task, "seed": args.seed,
+        "search": {"strategy": "evolution", "trials": args.trials, "time": None, **common},
         "evolution": {"population_size": 8, "tournament_size": 3, "seeds": [],
                       "inherit_weights": not args.no_inherit},
         "training": {"epochs": args.epochs},
@@ -207,10 +207,9 @@ def overhead_config(args, workers: int) -> tuple[SearchConfig, str]:
     })
     inherit = "without" if args.no_inherit else "with"
     return config, (f"{args.trials}-trial evolution search {inherit} weight inheritance, "
-                    f"{workers} workers, "
-                    f"{args.ordering} ordering, {args.task} ({args.size}), {args.epochs} "
-                    f"epoch(s), <= {args.max_flops:,} FLOPs and {args.max_activations:,} "
-                    f"activations per candidate")
+                    f"{workers} workers, {args.ordering} ordering, {args.task} ({args.size}), "
+                    f"{args.epochs} epoch(s), <= {args.max_flops:,} FLOPs and "
+                    f"{args.max_activations:,} activations per candidate")
 
 
 def overhead(args, scratch: Path) -> float:
@@ -362,6 +361,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     args = parser.parse_args(argv)
+    if args.config is not None and args.no_inherit:
+        parser.error("--no-inherit sets up the built-in evolution search; with --config the "
+                     "shipped config decides (cpu.yaml trains children from scratch)")
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-search-"))
     try:
